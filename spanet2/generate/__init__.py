@@ -1,0 +1,1 @@
+"""spanet2.generate."""
