@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # the distributed / Ray / matplotlib chatter stays out of the user's terminal
+        for noisy in ("distributed", "matplotlib", "ray", "filelock", "urllib3", "asyncio", "numexpr"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 0 if args.command is None else 2

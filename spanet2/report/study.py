@@ -1,0 +1,607 @@
+"""The whole study in one command: generate → train → test → repeats → predict → store → scans → report.
+
+Every stage calls the same library function as its CLI command, writes under the study's output folder and
+is skipped when its outputs exist and its inputs (the config keys it reads, the stages it consumes) are
+unchanged (`spanet2.report.stages`). `--from STAGE` reruns from a stage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from spanet2.events.errors import ConfigError
+from spanet2.report.stages import Stage, StageRunner
+
+__all__ = ["STAGES", "StudyContext", "load_study_config", "run_study", "stage_names"]
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+_TOP_KEYS = {"output", "seed", "workers", "data", "models", "repeats", "tune", "scans", "report"}
+_MODEL_KEYS = {"spanet2", "kappa5", "assignment_off", "dnn_min_dr", "dnn_spanet2", "dnn_kappa5"}
+
+
+# ------------------------------------------------------------------------------------------- config
+def _require(cfg: dict, key: str, file: Any, kind: type | tuple[type, ...]) -> Any:
+    if key not in cfg:
+        raise ConfigError(file, key, "missing")
+    value = cfg[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ConfigError(file, key, f"expected {getattr(kind, '__name__', kind)}, got {value!r}")
+    return value
+
+
+def load_study_config(path: str | Path) -> dict:
+    """Read and validate a study YAML (ConfigError naming file and key)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(path, None, "study config not found")
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, None, f"not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(path, None, "expected a mapping at the top level")
+    unknown = set(cfg) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(path, sorted(unknown)[0], f"unknown key; expected some of {sorted(_TOP_KEYS)}")
+    data = _require(cfg, "data", path, dict)
+    for key in ("signal_per_kappa", "background", "kappa5_signal"):
+        value = _require(data, key, path, int)
+        if value <= 0:
+            raise ConfigError(path, f"data.{key}", f"expected a positive count, got {value}")
+    kappas = _require(data, "kappa", path, list)
+    if not kappas or not all(isinstance(k, int | float) and not isinstance(k, bool) for k in kappas):
+        raise ConfigError(path, "data.kappa", "expected a non-empty list of numbers")
+    models = _require(cfg, "models", path, dict)
+    for name, spec in models.items():
+        if name not in _MODEL_KEYS:
+            raise ConfigError(path, f"models.{name}", f"unknown model; expected some of {sorted(_MODEL_KEYS)}")
+        if not isinstance(spec, dict) or "options" not in spec:
+            raise ConfigError(path, f"models.{name}", "expected a mapping with an 'options' file")
+        if not _resolve(spec["options"]).is_file():
+            raise ConfigError(path, f"models.{name}.options", f"options file {spec['options']} not found")
+    missing = {"spanet2", "dnn_min_dr"} - set(models)
+    if missing:
+        raise ConfigError(path, "models", f"the study needs at least {sorted(missing)}")
+    scans = _require(cfg, "scans", path, dict)
+    for i, point in enumerate(_require(scans, "points", path, list)):
+        lumis = point.get("luminosities") if isinstance(point, dict) else None
+        if not lumis or not all(isinstance(x, int | float) and x > 0 for x in lumis):
+            raise ConfigError(path, f"scans.points[{i}].luminosities", "expected a list of positive luminosities (fb⁻¹)")
+        if point.get("sqrt_s_tev") not in (13, 14, 13.0, 14.0):
+            raise ConfigError(path, f"scans.points[{i}].sqrt_s_tev", "expected 13 or 14")
+    cfg["_path"] = str(path.resolve())
+    return cfg
+
+
+def _resolve(p: str | Path) -> Path:
+    """A path as given (relative to the working directory), else relative to the repository root."""
+    p = Path(p)
+    if p.is_absolute() or p.exists():
+        return p
+    return REPO_ROOT / p
+
+
+# ------------------------------------------------------------------------------------------- context
+@dataclass
+class StudyContext:
+    cfg: dict
+    out: Path
+    workers: int
+    ray_address: str | None = None
+    dask_scheduler: str | None = None
+
+    @property
+    def seed(self) -> int:
+        return int(self.cfg.get("seed", 0))
+
+    def path(self, *parts: str) -> Path:
+        p = self.out.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def rel(self, p: Path) -> str:
+        return str(Path(p).resolve().relative_to(self.out.resolve()))
+
+    @property
+    def event_file(self) -> Path:
+        return _resolve(self.cfg.get("data", {}).get("event_file", "configs/events/hh4b.yaml"))
+
+    def data(self, name: str) -> Path:
+        return self.out / "data" / name
+
+    def run_dir(self, model: str) -> Path:
+        record = json.loads((self.out / "stages" / f"train_{model}.json").read_text())
+        return self.out / record["outputs"][0]
+
+
+def _write_json(path: Path, obj: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+# ------------------------------------------------------------------------------------------- stages
+def _stage_generate(ctx: StudyContext) -> dict:
+    from spanet2.generate.writer import generate_sets
+
+    d = ctx.cfg["data"]
+    out = ctx.out / "data"
+    sets = generate_sets(out, kappas=d["kappa"], signal_per_kappa=d["signal_per_kappa"],
+                         n_background=d["background"], sqrt_s_tev=float(d.get("sqrt_s_tev", 13)), seed=ctx.seed,
+                         workers=ctx.workers)
+    kappa5 = generate_sets(out / "kappa5", kappas=[5.0], signal_per_kappa=d["kappa5_signal"], n_background=0,
+                           sqrt_s_tev=float(d.get("sqrt_s_tev", 13)), seed=ctx.seed + 1, workers=ctx.workers)
+    outputs = [f"data/{n}" for n in ("assignment_train.h5", "assignment_test.h5", "classification_train.h5",
+                                     "classification_test.h5")] + ["data/kappa5/assignment_train.h5",
+                                                                   "data/kappa5/assignment_test.h5"]
+    return {"outputs": outputs, "files": sorted(sets) + [f"kappa5/{n}" for n in sorted(kappa5)]}
+
+
+def _stage_energy(ctx: StudyContext) -> dict:
+    """Parton-level 13 vs 14 TeV kinematics (Figs. 11–13)."""
+    from spanet2.generate.background import generate_background_partons
+    from spanet2.generate.signal import generate_signal_partons
+    from spanet2.physics.kinematics import p4_mass, p4_to_ptetaphim
+    from spanet2.report.energy_compare import energy_ratio_summary, plot_energy_comparison
+
+    n = int(ctx.cfg["data"].get("energy_compare_events", 20000))
+    sig, bkg = {}, {}
+    for i, sqrt_s in enumerate((13.0, 14.0)):
+        rng = np.random.default_rng(np.random.SeedSequence([ctx.seed, 1314, i]))
+        s = generate_signal_partons(n, kappa=1.0, sqrt_s_tev=sqrt_s, rng=rng)
+        higgs = s.higgs if s.higgs is not None else s.b.reshape(-1, 2, 2, 4).sum(axis=2)  # (N, 2, 4)
+        hpt = p4_to_ptetaphim(higgs)[0]  # (N, 2)
+        sig[sqrt_s] = {"m_hh": p4_mass(higgs.sum(axis=1)), "pt_h": hpt.reshape(-1)}
+        b = generate_background_partons(n, sqrt_s_tev=sqrt_s, rng=rng)
+        bpt, beta, _, _ = p4_to_ptetaphim(b.b)  # (N, 4)
+        order = np.argsort(-bpt, axis=1)
+        bpt = np.take_along_axis(bpt, order, axis=1)
+        beta = np.take_along_axis(beta, order, axis=1)
+        bkg[sqrt_s] = {"m_4b": p4_mass(b.b.sum(axis=1)), "pt_b1": bpt[:, 0], "pt_b2": bpt[:, 1],
+                       "eta_b1": beta[:, 0], "eta_b2": beta[:, 1]}
+    fig_dir = ctx.out / "figures"
+    mhh = np.linspace(250, 1000, 31)
+    sig_panels = {"signal m_HH": {"v13": sig[13.0]["m_hh"], "v14": sig[14.0]["m_hh"], "edges": mhh,
+                                  "xlabel": "m_HH [GeV]"},
+                  "signal pT(H)": {"v13": sig[13.0]["pt_h"], "v14": sig[14.0]["pt_h"],
+                                   "edges": np.linspace(0, 500, 26), "xlabel": "pT(H) [GeV]"}}
+    bkg_mass = {"background m_4b": {"v13": bkg[13.0]["m_4b"], "v14": bkg[14.0]["m_4b"],
+                                    "edges": np.linspace(100, 1000, 31), "xlabel": "m_4b [GeV]"}}
+    bkg_b = {f"background {lab}": {"v13": bkg[13.0][k], "v14": bkg[14.0][k], "edges": e, "xlabel": lab}
+             for k, lab, e in (("pt_b1", "leading b pT [GeV]", np.linspace(25, 400, 26)),
+                               ("eta_b1", "leading b η", np.linspace(-2.5, 2.5, 21)),
+                               ("pt_b2", "sub-leading b pT [GeV]", np.linspace(25, 300, 23)),
+                               ("eta_b2", "sub-leading b η", np.linspace(-2.5, 2.5, 21)))}
+    paths = []
+    paths += plot_energy_comparison(sig_panels, fig_dir / "energy_signal", title="gg→HH (κλ = 1), parton level")
+    paths += plot_energy_comparison(bkg_mass, fig_dir / "energy_background_m4b", title="QCD 4b, parton level")
+    paths += plot_energy_comparison(bkg_b, fig_dir / "energy_background_b", title="QCD 4b, parton level")
+    summary = energy_ratio_summary({**sig_panels, **bkg_mass, **bkg_b})
+    _write_json(ctx.out / "results" / "energy_compare.json", {"events": n, "mean_abs_ratio_minus_1": summary})
+    return {"outputs": [ctx.rel(p) for p in paths] + ["results/energy_compare.json"], "ratio_summary": summary}
+
+
+def _train_spanet(ctx: StudyContext, model: str, training_file: Path) -> dict:
+    from spanet2.training.options import load_options
+    from spanet2.training.trainer import train
+
+    spec = ctx.cfg["models"][model]
+    options = load_options(_resolve(spec["options"]))
+    changes = {k: v for k, v in spec.items() if k != "options"}
+    if changes:
+        options = options.replace(**changes)
+    log_dir = ctx.out / "models"
+    shutil.rmtree(log_dir / model, ignore_errors=True)  # one run per model: version_0
+    result = train(options, log_dir=log_dir, name=model, event_file=ctx.event_file, training_file=training_file,
+                   validation_file=None, seed=ctx.seed)
+    return {"outputs": [ctx.rel(result.run_dir)], "best": result.best_metrics, "epochs": len(result.history)}
+
+
+def _stage_train_spanet2(ctx):
+    return _train_spanet(ctx, "spanet2", ctx.data("classification_train.h5"))
+
+
+def _stage_train_kappa5(ctx):
+    return _train_spanet(ctx, "kappa5", ctx.data("kappa5/assignment_train.h5"))
+
+
+def _stage_train_assignment_off(ctx):
+    return _train_spanet(ctx, "assignment_off", ctx.data("classification_train.h5"))
+
+
+def _spanet_models(ctx) -> list[str]:
+    return [m for m in ("spanet2", "kappa5", "assignment_off") if m in ctx.cfg["models"]]
+
+
+def _stage_test(ctx: StudyContext) -> dict:
+    """Assignment tables (mixing-κλ and κλ = 5 test sets), pairing efficiency by κλ, ACC/AUC."""
+    from spanet2.physics.pairing import min_dr_pairing
+    from spanet2.training import metrics as M
+    from spanet2.events.hdf5 import read_datasets
+    from spanet2.training.trainer import evaluate
+
+    results: dict[str, Any] = {}
+    test_sets = {"mixing": ctx.data("assignment_test.h5"), "kappa5": ctx.data("kappa5/assignment_test.h5"),
+                 "classification": ctx.data("classification_test.h5")}
+    for model in _spanet_models(ctx):
+        run = ctx.run_dir(model)
+        results[model] = {name: evaluate(run, path) for name, path in test_sets.items()}
+    # the min-ΔR baseline on the same sets (no training)
+    names = ["INPUTS/Source/pt", "INPUTS/Source/eta", "INPUTS/Source/phi", "INPUTS/Source/mass",
+             "INPUTS/Source/btag", "INPUTS/Source/MASK", "TARGETS/h1/b1", "TARGETS/h1/b2", "TARGETS/h2/b1",
+             "TARGETS/h2/b2", "INPUTS/Kappa/kappa"]
+    results["min_dr"] = {}
+    for name, path in test_sets.items():
+        a = read_datasets(path, names)
+        pairing = min_dr_pairing(a["INPUTS/Source/pt"], a["INPUTS/Source/eta"], a["INPUTS/Source/phi"],
+                                 a["INPUTS/Source/mass"], a["INPUTS/Source/btag"] > 0.5, a["INPUTS/Source/MASK"])
+        target = np.stack([a[n] for n in names[6:10]], axis=1)
+        n_jets = a["INPUTS/Source/MASK"].sum(axis=1)
+        table = M.assignment_table(pairing, target, n_jets)
+        results["min_dr"][name] = {
+            "assignment_table": M.table_to_dict(table) if hasattr(M, "table_to_dict") else _table_dict(table),
+            "pairing_efficiency_by_kappa": {f"{float(k):g}": v for k, v in
+                                            M.pairing_efficiency_by_kappa(pairing, target, a["INPUTS/Kappa/kappa"]).items()},
+        }
+    path = _write_json(ctx.out / "results" / "test.json", results)
+    return {"outputs": [ctx.rel(path)]}
+
+
+def _table_dict(table: Any) -> dict:
+    if isinstance(table, dict):
+        return table
+    if hasattr(table, "as_dict"):
+        return table.as_dict()
+    if hasattr(table, "rows"):
+        return {row: dict(vals) for row, vals in table.rows.items()}
+    raise TypeError(f"cannot serialise {type(table)}")
+
+
+def _stage_predict(ctx: StudyContext) -> dict:
+    """SPANet2 and κ5 predictions (with embedding vectors) on the classification sets."""
+    from spanet2.training.predict import predict
+
+    outputs = []
+    for model in ("spanet2", "kappa5"):
+        if model not in ctx.cfg["models"]:
+            continue
+        for split in ("train", "test"):
+            out = ctx.path("predictions", f"{model}_{split}.h5")
+            predict(ctx.run_dir(model), ctx.data(f"classification_{split}.h5"), out,
+                    output_vectors=(split == "test"))
+            outputs.append(ctx.rel(out))
+    return {"outputs": outputs}
+
+
+_DNN_PAIRING = {"dnn_min_dr": None, "dnn_spanet2": "spanet2", "dnn_kappa5": "kappa5"}
+
+
+def _stage_train_dnn(ctx: StudyContext) -> dict:
+    from spanet2.training.dnn import evaluate_dnn, load_dnn_options, predict_dnn, train_dnn
+
+    outputs, metrics = [], {}
+    for model, pairing_model in _DNN_PAIRING.items():
+        spec = ctx.cfg["models"].get(model)
+        if spec is None or (pairing_model and pairing_model not in ctx.cfg["models"]):
+            continue
+        options = load_dnn_options(_resolve(spec["options"]))
+        changes = {k: v for k, v in spec.items() if k != "options"}
+        if changes:
+            options = options.replace(**changes)
+        train_pairing = "min-dr" if pairing_model is None else ctx.out / "predictions" / f"{pairing_model}_train.h5"
+        test_pairing = "min-dr" if pairing_model is None else ctx.out / "predictions" / f"{pairing_model}_test.h5"
+        log_dir = ctx.out / "models"
+        shutil.rmtree(log_dir / model, ignore_errors=True)
+        result = train_dnn(options, log_dir=log_dir, name=model, training_file=ctx.data("classification_train.h5"),
+                           pairing=train_pairing, seed=ctx.seed)
+        metrics[model] = evaluate_dnn(result.run_dir, ctx.data("classification_test.h5"), pairing=test_pairing)
+        scores = ctx.path("predictions", f"{model}_test.h5")
+        predict_dnn(result.run_dir, scores, ctx.data("classification_test.h5"), pairing=test_pairing)
+        outputs += [ctx.rel(result.run_dir), ctx.rel(scores)]
+    path = _write_json(ctx.out / "results" / "dnn.json", metrics)
+    return {"outputs": outputs + [ctx.rel(path)], "metrics": metrics}
+
+
+def _stage_repeats(ctx: StudyContext) -> dict:
+    """Mean ± std over n seeds (Ray) for the models listed under `repeats.models`."""
+    from spanet2.hpc.repeat import run_repeats
+
+    rep = ctx.cfg.get("repeats") or {}
+    n = int(rep.get("n", 0))
+    outputs, summary = [], {}
+    if n <= 0:
+        path = _write_json(ctx.out / "results" / "repeats.json", {})
+        return {"outputs": [ctx.rel(path)], "skipped": "repeats.n is 0"}
+    for model in rep.get("models", ["spanet2", "dnn_min_dr"]):
+        spec = ctx.cfg["models"][model]
+        is_dnn = model.startswith("dnn")
+        pairing = "min-dr"
+        if is_dnn and _DNN_PAIRING[model]:
+            pairing = str(ctx.out / "predictions" / f"{_DNN_PAIRING[model]}_train.h5")
+        if is_dnn and pairing != "min-dr":
+            continue  # a DNN on SPANet2 pairings needs per-seed predictions of the test set too: not repeated
+        result = run_repeats(_resolve(spec["options"]), n=n, log_dir=ctx.out / "repeats", name=model,
+                             event_file=None if is_dnn else str(ctx.event_file),
+                             training_file=str(ctx.data("classification_train.h5")),
+                             testing_file=str(ctx.data("classification_test.h5")), seed=ctx.seed,
+                             epochs=int(rep.get("epochs", spec.get("epochs", 1))),
+                             model="dnn" if is_dnn else "spanet2", pairing=pairing,
+                             address=ctx.ray_address, num_cpus=ctx.workers)
+        summary[model] = result.summary if hasattr(result, "summary") else result.__dict__
+    path = _write_json(ctx.out / "results" / "repeats.json", summary)
+    outputs.append(ctx.rel(path))
+    return {"outputs": outputs}
+
+
+def _stage_tune(ctx: StudyContext) -> dict:
+    from spanet2.hpc.search_space import load_search_config
+    from spanet2.hpc.tune import run_search
+
+    tune = ctx.cfg.get("tune") or {}
+    outputs = []
+    for name, spec in tune.items():
+        config = load_search_config(_resolve(spec["config"]))
+        changes = {"num_samples": int(spec.get("num_samples", config.num_samples)),
+                   "epochs": int(spec.get("epochs", config.epochs)),
+                   "max_concurrent_trials": int(spec.get("max_concurrent_trials", min(2, ctx.workers))),
+                   "training_file": str(ctx.data("classification_train.h5")), "seed": ctx.seed}
+        if config.model == "spanet2":
+            changes["event_file"] = str(ctx.event_file)
+        config = config.replace(**changes)
+        out = ctx.out / "tune" / name
+        shutil.rmtree(out, ignore_errors=True)
+        run_search(config, out, address=ctx.ray_address, num_cpus=ctx.workers)
+        outputs += [ctx.rel(out / "ranking.md"), ctx.rel(out / "best_options.json")]
+    return {"outputs": outputs}
+
+
+_METHODS = {  # store method name -> (pairing source, score source, label)
+    "min_dr_dnn": ("min-dr", "dnn_min_dr", "min-ΔR + DNN"),
+    "kappa5_dnn": ("kappa5", "dnn_kappa5", "κ5 SPANet + DNN"),
+    "spanet2_dnn": ("spanet2", "dnn_spanet2", "mixing-κλ SPANet2 + DNN"),
+    "spanet2": ("spanet2", None, "mixing-κλ SPANet2"),
+}
+
+
+def _available_methods(ctx) -> dict[str, tuple]:
+    models = ctx.cfg["models"]
+    out = {}
+    for name, (pairing, score, label) in _METHODS.items():
+        if pairing != "min-dr" and pairing not in models:
+            continue
+        if score is not None and score not in models:
+            continue
+        out[name] = (pairing, score, label)
+    return out
+
+
+def _stage_store(ctx: StudyContext) -> dict:
+    from spanet2.report.store_builder import StoreInput, build_store
+
+    methods = []
+    for name, (pairing, score, _) in _available_methods(ctx).items():
+        pair_src = "min-dr" if pairing == "min-dr" else str(ctx.out / "predictions" / f"{pairing}_test.h5")
+        spec = f"{name}={pair_src}"
+        if score is not None:
+            spec += f":{ctx.out / 'predictions' / f'{score}_test.h5'}"
+        methods.append(spec)
+    out = ctx.out / "events.zarr"
+    build_store(out, [StoreInput(str(ctx.data("classification_test.h5")))], methods,
+                sqrt_s_tev=float(ctx.cfg["data"].get("sqrt_s_tev", 13)), overwrite=True)
+    return {"outputs": ["events.zarr"], "methods": methods}
+
+
+def _scan_config(ctx: StudyContext, point: dict, name: str, *, lumi_scan: list[float] | None = None) -> dict:
+    scans = ctx.cfg["scans"]
+    sqrt_s = float(point["sqrt_s_tev"])
+    methods = [{"name": m, "label": label, "threshold": scans.get("threshold", "best")}
+               for m, (_, _, label) in _available_methods(ctx).items()]
+    grid = scans.get("kappa_grid", {"start": -10.0, "stop": 16.0, "step": 0.5})
+    raw = {
+        "store": str(ctx.out / "events.zarr"),
+        "output": str(ctx.out / "scans" / name),
+        "sqrt_s_tev": sqrt_s,
+        "methods": methods,
+        "kappa_grid": grid,
+        "luminosities": [float(x) for x in point["luminosities"]],
+        "asimov": scans.get("asimov", "background"),
+        "pl_threshold": float(scans.get("pl_threshold", 3.84)),
+        # the generated (LO, 13 TeV) signal is scaled term by term to the LHC HH WG NNLO-FTapprox curve;
+        # at 14 TeV that curve is rescaled by the SM 14/13 ratio — the study's method
+        "signal": {"sample": "signal", "normalisation": "reference", "reference_curve": "lhchwg_nnlo_13",
+                   "generated_curve": _generated_sigma_terms(float(ctx.cfg["data"].get("sqrt_s_tev", 13)))},
+        "selection": scans.get("selection", {}),
+        "equivalent_luminosity": {"reference": "spanet2"} if "spanet2" in [m["name"] for m in methods] else None,
+        "seed": ctx.seed,
+    }
+    if raw["equivalent_luminosity"] is None:
+        raw.pop("equivalent_luminosity")
+    if not raw["selection"]:
+        raw.pop("selection")
+    if lumi_scan is not None:
+        raw["lumi_scan"] = [float(x) for x in lumi_scan]
+    return raw
+
+
+def _generated_sigma_terms(sqrt_s_tev: float) -> list[float]:
+    """The generator's own inclusive LO σ(gg→HH; κλ) terms (fb), which the store's signal weights follow."""
+    from spanet2.generate.signal import signal_cross_section_terms
+
+    terms, _ = signal_cross_section_terms(sqrt_s_tev, n_points=400_000, seed=0)
+    return [float(t) for t in terms]
+
+
+def _stage_scans(ctx: StudyContext) -> dict:
+    """κλ intervals by PL and CLs at every configured (√s, L), with equivalent luminosity vs SPANet2."""
+    from spanet2.stats.config import parse_scan_config
+    from spanet2.stats.scan import format_equivalent_table, format_interval_table, run_scan
+
+    outputs, tables = [], {}
+    for point in ctx.cfg["scans"]["points"]:
+        name = f"{int(point['sqrt_s_tev'])}TeV"
+        raw = _scan_config(ctx, point, name)
+        config = parse_scan_config(raw, path=None)
+        result = run_scan(config, scheduler=ctx.dask_scheduler, n_workers=ctx.workers)
+        tables[name] = {"intervals": format_interval_table(result),
+                        "equivalent": format_equivalent_table(result) if result.equivalent else ""}
+        outputs.append(ctx.rel(Path(config.output) / "results.json"))
+    path = _write_json(ctx.out / "results" / "scans.json", tables)
+    return {"outputs": outputs + [ctx.rel(path)]}
+
+
+def _stage_lumi(ctx: StudyContext) -> dict:
+    """Δκλ vs L (Fig. 14) at 14 TeV."""
+    from spanet2.stats.config import parse_scan_config
+    from spanet2.stats.scan import format_equivalent_table, format_interval_table, run_lumi
+
+    scans = ctx.cfg["scans"]
+    point = {"sqrt_s_tev": scans.get("lumi_sqrt_s_tev", 14), "luminosities": scans.get("lumi_reference", [300])}
+    raw = _scan_config(ctx, point, "lumi", lumi_scan=scans.get("lumi_scan", [139, 300, 1000, 3000]))
+    config = parse_scan_config(raw, path=None)
+    result = run_lumi(config, scheduler=ctx.dask_scheduler, n_workers=ctx.workers)
+    tables = {"intervals": format_interval_table(result, lumis=list(config.lumi_scan)),
+              "equivalent": format_equivalent_table(result) if result.equivalent else ""}
+    path = _write_json(ctx.out / "results" / "lumi.json", tables)
+    return {"outputs": [ctx.rel(Path(config.output) / "results.json"), ctx.rel(path)]}
+
+
+def _stage_pca(ctx: StudyContext) -> dict:
+    from spanet2.events.hdf5 import read_datasets
+    from spanet2.events.store import open_store
+    from spanet2.report.pca import embedding_pca, plot_explained_variance, plot_pc_correlations
+
+    vectors = read_datasets(ctx.out / "predictions" / "spanet2_test.h5", ["EMBEDDINGS/EVENT",
+                                                                            "CLASSIFICATIONS/EVENT/signal_probability"])
+    store = open_store(ctx.out / "events.zarr")
+    labels = read_datasets(ctx.data("classification_test.h5"), ["CLASSIFICATIONS/EVENT/signal"])[
+        "CLASSIFICATIONS/EVENT/signal"]
+    # the store holds events split by sample; the predictions file keeps the input order
+    feats = np.empty((len(labels), 0))
+    names: list[str] = []
+    order = {s: np.flatnonzero(labels == (1 if s == "signal" else 0)) for s in ("signal", "background")}
+    for sample, idx in order.items():
+        if sample not in store.samples:
+            continue
+        f = store.numpy(sample, "spanet2/features")
+        if feats.shape[1] == 0:
+            feats = np.zeros((len(labels), f.shape[1]))
+            names = list(store.feature_names(sample, "spanet2")) if hasattr(store, "feature_names") else \
+                [f"f{i}" for i in range(f.shape[1])]
+        feats[idx] = f
+    ok = np.isfinite(feats).all(axis=1)
+    result = embedding_pca(vectors["EMBEDDINGS/EVENT"][ok], feats[ok], names, labels[ok], seed=ctx.seed)
+    paths = plot_explained_variance(result, ctx.out / "figures" / "pca_explained_variance")
+    paths += plot_pc_correlations(result, ctx.out / "figures" / "pca_correlations")
+    path = _write_json(ctx.out / "results" / "pca.json", {
+        "explained_variance_ratio": result.explained_variance_ratio, "feature_names": result.feature_names,
+        "correlations": {k: v for k, v in result.correlations.items()}, "n_events": result.n_events})
+    return {"outputs": [ctx.rel(p) for p in paths] + [ctx.rel(path)]}
+
+
+def _stage_plots(ctx: StudyContext) -> dict:
+    from spanet2.report.plots import plot_all
+
+    paths = plot_all(ctx.out / "events.zarr", ctx.out / "figures")
+    return {"outputs": [ctx.rel(p) for p in paths]}
+
+
+def _stage_report(ctx: StudyContext) -> dict:
+    from spanet2.report.study_report import write_report
+
+    paths = write_report(ctx)
+    return {"outputs": [ctx.rel(p) for p in paths]}
+
+
+STAGES: list[Stage] = [
+    Stage("generate", _stage_generate, ("seed", "data"), (), "generate the study's event files"),
+    Stage("energy_compare", _stage_energy, ("seed", "data.energy_compare_events"), (),
+          "13 vs 14 TeV parton kinematics"),
+    Stage("train_spanet2", _stage_train_spanet2, ("seed", "models.spanet2"), ("generate",),
+          "train mixing-κλ SPANet2 (assignment + classification)"),
+    Stage("train_kappa5", _stage_train_kappa5, ("seed", "models.kappa5"), ("generate",),
+          "train κ5 SPANet (κλ = 5 signal, assignment)"),
+    Stage("train_assignment_off", _stage_train_assignment_off, ("seed", "models.assignment_off"), ("generate",),
+          "train SPANet2 with the assignment loss off"),
+    Stage("test", _stage_test, (), ("train_spanet2", "train_kappa5", "train_assignment_off"),
+          "assignment tables, pairing efficiency by κλ, ACC/AUC"),
+    Stage("predict", _stage_predict, (), ("train_spanet2", "train_kappa5"),
+          "SPANet2 / κ5 predictions with embedding vectors"),
+    Stage("train_dnn", _stage_train_dnn, ("seed", "models.dnn_min_dr", "models.dnn_spanet2", "models.dnn_kappa5"),
+          ("predict",), "DNNs on min-ΔR and SPANet2 pairings"),
+    Stage("repeats", _stage_repeats, ("seed", "repeats", "models"), ("generate",),
+          "repeated trainings (mean ± std), Ray"),
+    Stage("tune", _stage_tune, ("seed", "tune"), ("generate",), "Optuna search through Ray Tune"),
+    Stage("store", _stage_store, (), ("train_dnn", "predict"), "the Zarr event store, one column set per method"),
+    Stage("scans", _stage_scans, ("scans",), ("store",), "κλ intervals (PL and CLs), Dask"),
+    Stage("lumi", _stage_lumi, ("scans",), ("store",), "Δκλ vs luminosity and equivalent luminosity"),
+    Stage("pca", _stage_pca, ("seed",), ("store",), "PCA of the SPANet2 event vectors"),
+    Stage("plots", _stage_plots, (), ("store",), "mass planes, m_HH after selection, pairing efficiency vs κλ"),
+    Stage("report", _stage_report, ("report",),
+          ("generate", "energy_compare", "test", "train_dnn", "repeats", "tune", "scans", "lumi", "pca", "plots"),
+          "report.md and report.html"),
+]
+
+
+def stage_names() -> list[str]:
+    return [s.name for s in STAGES]
+
+
+def run_study(config_path: str | Path, *, output: str | Path | None = None, from_stage: str | None = None,
+              workers: int | None = None, ray_address: str | None = None,
+              dask_scheduler: str | None = None) -> dict:
+    """Run (or resume) the study of `config_path`; returns the stage records."""
+    import os
+
+    cfg = load_study_config(config_path)
+    if from_stage is not None and from_stage not in stage_names():
+        raise ConfigError("--from", from_stage, f"unknown stage; expected one of {', '.join(stage_names())}")
+    out = Path(output or cfg.get("output", "runs/study"))
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = StudyContext(cfg, out, workers or int(cfg.get("workers", os.cpu_count() or 1)), ray_address,
+                       dask_scheduler)
+    (out / "study.yaml").write_text(Path(config_path).read_text())
+    runner = StageRunner(out, {k: v for k, v in cfg.items() if not k.startswith("_")}, STAGES,
+                         progress=lambda msg: print(f"study: {msg}", flush=True))
+    t0 = time.perf_counter()
+    records = runner.run(ctx, from_stage=from_stage)
+    print(f"study: finished in {time.perf_counter() - t0:.1f} s; report: {out / 'report.md'}", flush=True)
+    return records
+
+
+def rewrite_report(study_dir: str | Path) -> Path:
+    """Regenerate report.md/html of a finished study folder (`spanet2 report DIR`)."""
+    import os
+
+    from spanet2.events.errors import InputError
+    from spanet2.report.study_report import write_report
+
+    out = Path(study_dir)
+    if not (out / "study.yaml").is_file():
+        raise InputError(out, "study.yaml", "not a study output folder (no study.yaml)")
+    cfg = load_study_config(out / "study.yaml")
+    ctx = StudyContext(cfg, out, int(cfg.get("workers", os.cpu_count() or 1)))
+    return write_report(ctx)[0]

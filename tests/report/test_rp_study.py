@@ -1,0 +1,156 @@
+"""The study in one command: a tiny config end to end, skip-on-rerun, targeted reruns, bad configs."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from spanet2.report.stages import Stage, StageRunner
+
+TINY = Path(__file__).with_name("tiny_study.yaml")
+
+
+def _ran(stdout: str) -> list[str]:
+    return re.findall(r"\] (\w+): running", stdout)
+
+
+@pytest.mark.slow
+def test_tiny_study_end_to_end_then_skip_then_rescan(tmp_path, run_cli):
+    out = tmp_path / "study"
+    rc, stdout, stderr = run_cli("study", TINY, "--output", out)
+    assert rc == 0, stderr
+    assert len(_ran(stdout)) == 16
+    report = (out / "report.md").read_text()
+    for heading in ("## 1. Samples", "## 2. Jet assignment", "Pairing efficiency by κλ", "## 3. Classification",
+                    "## 5. κλ constraints", "### 13TeV", "### 14TeV", "Equivalent luminosity",
+                    "Δκλ vs luminosity", "## 6. Embedding analysis", "## 7. 13 vs 14 TeV", "## 9. Provenance"):
+        assert heading in report, heading
+    for stem in ("energy_signal", "energy_background_m4b", "energy_background_b", "pairing_efficiency_vs_kappa",
+                 "mass_plane_signal", "mass_plane_background", "mhh_selected", "pca_explained_variance",
+                 "pca_correlations"):
+        assert f"figures/{stem}.png" in report, stem
+        assert (out / "figures" / f"{stem}.pdf").exists()
+    assert "| = 4 |" in report and "| Total |" in report
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 9
+    # every stage records its wall time
+    walls = {p.stem: json.loads(p.read_text())["wall_s"] for p in (out / "stages").glob("*.json")}
+    assert len(walls) == 16 and all(w >= 0 for w in walls.values())
+
+    # an immediate rerun skips everything
+    rc, stdout, _ = run_cli("study", TINY, "--output", out)
+    assert rc == 0 and _ran(stdout) == []
+    assert stdout.count("up to date, skipped") == 16
+
+    # new luminosities rerun only the scan stages (and the report that shows them)
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["scans"]["points"][0]["luminosities"] = [139]
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    rc, stdout, stderr = run_cli("study", changed, "--output", out)
+    assert rc == 0, stderr
+    assert _ran(stdout) == ["scans", "lumi", "report"]
+    assert "| 139 |" in (out / "report.md").read_text()
+
+
+def test_stage_runner_fingerprints_and_from(tmp_path):
+    calls: list[str] = []
+
+    def make(name):
+        def run(ctx):
+            (tmp_path / f"{name}.txt").write_text(name)
+            calls.append(name)
+            return {"outputs": [f"{name}.txt"]}
+
+        return run
+
+    stages = [Stage("a", make("a"), ("x",)), Stage("b", make("b"), ("y",), ("a",)), Stage("c", make("c"), (), ("b",))]
+    cfg = {"x": 1, "y": 2}
+    StageRunner(tmp_path, cfg, stages, progress=lambda m: None).run(None)
+    assert calls == ["a", "b", "c"]
+    calls.clear()
+    StageRunner(tmp_path, cfg, stages, progress=lambda m: None).run(None)
+    assert calls == []
+    StageRunner(tmp_path, {"x": 1, "y": 3}, stages, progress=lambda m: None).run(None)
+    assert calls == ["b", "c"]  # a change reruns the stage and what consumes it
+    calls.clear()
+    (tmp_path / "c.txt").unlink()  # a vanished output reruns its stage
+    StageRunner(tmp_path, {"x": 1, "y": 3}, stages, progress=lambda m: None).run(None)
+    assert calls == ["c"]
+    calls.clear()
+    StageRunner(tmp_path, {"x": 1, "y": 3}, stages, progress=lambda m: None).run(None, from_stage="b")
+    assert calls == ["b", "c"]
+
+
+@pytest.mark.parametrize(
+    "mutate, key",
+    [
+        (lambda c: c.update(colour="red"), "colour"),
+        (lambda c: c["data"].update(signal_per_kappa=-3), "data.signal_per_kappa"),
+        (lambda c: c["data"].update(kappa=[]), "data.kappa"),
+        (lambda c: c["data"].update(kappa=["one"]), "data.kappa"),
+        (lambda c: c["models"].pop("spanet2"), "models"),
+        (lambda c: c["models"].update(bogus={"options": "x.json"}), "models.bogus"),
+        (lambda c: c["models"]["spanet2"].update(options="configs/options/missing.json"), "models.spanet2.options"),
+        (lambda c: c["scans"]["points"][0].update(luminosities=[-1]), "scans.points[0].luminosities"),
+        (lambda c: c["scans"]["points"][0].update(sqrt_s_tev=8), "scans.points[0].sqrt_s_tev"),
+    ],
+)
+def test_bad_study_config_exit_2_one_line(tmp_path, run_cli, mutate, key):
+    cfg = yaml.safe_load(TINY.read_text())
+    mutate(cfg)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    rc, stdout, stderr = run_cli("study", path, "--output", tmp_path / "out")
+    assert rc == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and key in lines[0], stderr
+    assert "Traceback" not in stderr
+    assert not (tmp_path / "out" / "stages").exists()
+
+
+def test_missing_study_config_and_unknown_stage(tmp_path, run_cli):
+    rc, _, stderr = run_cli("study", tmp_path / "nope.yaml")
+    assert rc == 2 and "nope.yaml" in stderr
+    rc, _, stderr = run_cli("study", TINY, "--output", tmp_path / "o", "--from", "bogus")
+    assert rc == 2 and "--from" in stderr and "bogus" in stderr
+
+
+def test_pca_explained_variance_and_correlations(tmp_path):
+    from spanet2.report.pca import embedding_pca, plot_explained_variance, plot_pc_correlations
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    latent = rng.normal(size=(n, 2))
+    vectors = np.concatenate([latent * [5.0, 2.0], rng.normal(scale=0.1, size=(n, 6))], axis=1)
+    features = np.stack([latent[:, 0], latent[:, 1], rng.normal(size=n)], axis=1)
+    labels = (rng.random(n) < 0.5).astype(int)
+    res = embedding_pca(vectors, features, ["a", "b", "noise"], labels, n_components=5)
+    assert res.explained_variance_ratio[0] > 0.8 and np.all(np.diff(res.explained_variance_ratio) <= 1e-12)
+    c = res.correlations["all"]
+    assert abs(c[0, 0]) > 0.99 and abs(c[1, 1]) > 0.99 and abs(c[0, 2]) < 0.1
+    assert set(res.correlations) == {"all", "signal", "background"}
+    from PIL import Image
+
+    for p in plot_explained_variance(res, tmp_path / "evr") + plot_pc_correlations(res, tmp_path / "corr"):
+        assert p.stat().st_size > 0
+        if p.suffix == ".png":
+            assert np.asarray(Image.open(p).convert("L"), dtype=float).std() > 5
+
+
+def test_energy_comparison_ratio(tmp_path):
+    from spanet2.report.energy_compare import energy_ratio_summary, plot_energy_comparison
+
+    rng = np.random.default_rng(1)
+    same = {"x": {"v13": rng.exponential(100, 50000), "v14": rng.exponential(100, 50000),
+                  "edges": np.linspace(0, 300, 16)}}
+    shifted = {"x": {"v13": rng.exponential(100, 50000), "v14": rng.exponential(150, 50000),
+                     "edges": np.linspace(0, 300, 16)}}
+    assert energy_ratio_summary(same)["x"] < 0.05 < energy_ratio_summary(shifted)["x"]
+    paths = plot_energy_comparison(same, tmp_path / "e")
+    assert {p.suffix for p in paths} == {".png", ".pdf"}
