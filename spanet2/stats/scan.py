@@ -503,7 +503,7 @@ def _write_outputs(
                     with atomic_path(ws_dir / f"{method}_L{lumi:g}_k{kappa:g}.json") as tmp:
                         tmp.write_text(json.dumps(model.workspace(kappa), indent=1) + "\n")
     if plots:
-        from spanet2.report import stats_plots
+        from spanet2.stats import plots as stats_plots
 
         if result.kind == "scan":
             stats_plots.plot_scan_curves(result, out_dir)
