@@ -36,3 +36,4 @@ def run_cli(capsys):
         return rc, out.out, out.err
 
     return _run
+from slurm_cluster import slurm_cluster  # noqa: E402,F401

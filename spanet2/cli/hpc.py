@@ -1,0 +1,148 @@
+"""`spanet2 tune` (Optuna + Ray Tune searches) and `spanet2 repeat` (n seeds in parallel, mean ± std)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["ORDER", "register"]
+
+ORDER = 70
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from spanet2.hpc.search_space import load_search_config, override_search_config
+    from spanet2.hpc.tune import has_search_state, run_search
+
+    config = override_search_config(
+        load_search_config(args.config),
+        num_samples=args.num_samples,
+        epochs=args.epochs,
+        max_concurrent_trials=args.max_concurrent,
+        objective=args.objective,
+        seed=args.seed,
+        event_file=args.event_file,
+        training_file=args.training_file,
+        validation_file=args.validation_file,
+    )
+    resume = args.resume
+    if args.auto_resume:
+        resume = has_search_state(args.output)
+    # run_search validates everything (config, options, data files, output folder) before Ray starts
+    result = run_search(config, args.output, resume=resume, address=args.address, num_cpus=args.num_cpus)
+    print(result.ranking)
+    print(
+        f"\n{result.n_finished} finished, {result.n_errored} errored, {result.n_trials} trials in "
+        f"{result.output_dir}"
+    )
+    if result.best_options is not None:
+        print(
+            f"best options: {result.best_options}  (spanet2 {'train' if config.model == 'spanet2' else 'dnn train'}"
+            f" -of {result.best_options} ...)"
+        )
+    print(f"all trials: {result.trials_csv}")
+    if result.interrupted:
+        print(
+            f"search interrupted: continue with `spanet2 tune {args.config} --output {args.output} --resume`",
+            file=sys.stderr,
+        )
+        return 130
+    return 0 if result.n_finished else 1
+
+
+def _repeat(args: argparse.Namespace) -> int:
+    from spanet2.hpc.repeat import format_repeat_summary, run_repeats
+
+    result = run_repeats(
+        args.options_file,
+        n=args.n,
+        log_dir=args.log_dir,
+        name=args.name,
+        event_file=args.event_file,
+        training_file=args.training_file,
+        validation_file=args.validation_file,
+        testing_file=args.testing_file,
+        seed=args.seed,
+        epochs=args.epochs,
+        model=args.model,
+        pairing=args.pairing,
+        address=args.address,
+        cpus_per_run=args.cpus_per_run,
+        gpus_per_run=args.gpus_per_run,
+        num_cpus=args.num_cpus,
+    )
+    print(format_repeat_summary(result))
+    print(f"per-seed results and summary: {result.summary_path}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "tune",
+        help="hyper-parameter search (Optuna TPE + ASHA through Ray Tune)",
+        description="Search the options of configs/tune/*.yaml: every trial calls the same training function as "
+        "`spanet2 train` (or `spanet2 dnn train`). Writes ranking.md, trials.csv and best_options.json "
+        "under --output. Interrupt (Ctrl-C / SIGTERM) saves the search; --resume continues it without "
+        "re-running finished trials.",
+    )
+    p.add_argument(
+        "config", help="search configuration YAML (configs/tune/spanet2.yaml, configs/tune/dnn.yaml)"
+    )
+    p.add_argument("-o", "--output", default="runs/tune", help="output folder (default runs/tune)")
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true", help="continue the interrupted search in --output")
+    resume.add_argument(
+        "--auto-resume",
+        action="store_true",
+        help="continue the search in --output if there is one, else start it (batch jobs)",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to use (ip:port or auto; default: RAY_ADDRESS or a local Ray)",
+    )
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
+    p.add_argument("--num-samples", type=int, default=None, help="number of trials (overrides the config)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per trial (overrides the config)")
+    p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (overrides the config)")
+    p.add_argument("--objective", default=None, help="val_loss | val_auc | val_pairing_efficiency")
+    p.add_argument("--seed", type=int, default=None, help="sampler and training seed (overrides the config)")
+    p.add_argument("-ef", "--event_file", default=None, help="event topology YAML (overrides config/options)")
+    p.add_argument("-tf", "--training_file", default=None, help="training HDF5 (overrides config/options)")
+    p.add_argument(
+        "-vf", "--validation_file", default=None, help="validation HDF5 (overrides config/options)"
+    )
+    p.set_defaults(handler=_tune)
+
+    p = subparsers.add_parser(
+        "repeat",
+        help="train n seeds in parallel (Ray) and report mean ± std of ACC, AUC, assignment table",
+        description="Train the same options with seeds SEED, SEED+1, ... in parallel on Ray, evaluate each on the "
+        "testing file, and print mean ± std (sample std, n-1) over the seeds. Per-seed numbers and the "
+        "summary go to LOG_DIR/NAME/repeat.json.",
+    )
+    p.add_argument("options_file", help="options JSON (SPANet2, or DNN with --model dnn)")
+    p.add_argument("-n", type=int, default=10, help="number of seeds (default 10)")
+    p.add_argument("--model", choices=("spanet2", "dnn"), default="spanet2")
+    p.add_argument("--log_dir", default="runs/repeat", help="runs go to LOG_DIR/NAME/seed_<s>/version_0")
+    p.add_argument("--name", default="repeat")
+    p.add_argument("-ef", "--event_file", default=None)
+    p.add_argument("-tf", "--training_file", default=None)
+    p.add_argument("-vf", "--validation_file", default=None)
+    p.add_argument(
+        "--testing_file",
+        "--test_file",
+        dest="testing_file",
+        default=None,
+        help="labelled HDF5 to evaluate every seed on (default: the options' testing_file)",
+    )
+    p.add_argument("--pairing", default="min-dr", help="DNN only: min-dr or a predictions HDF5")
+    p.add_argument("-r", "--seed", type=int, default=0, help="first seed (default 0)")
+    p.add_argument("-e", "--epochs", type=int, default=None, help="epochs (overrides the options)")
+    p.add_argument("--address", default=None, help="Ray cluster (ip:port or auto; default: a local Ray)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
+    p.add_argument("--cpus-per-run", type=float, default=1.0)
+    p.add_argument(
+        "--gpus-per-run", type=float, default=0.0, help="fractions allowed (0.25: four runs per GPU)"
+    )
+    p.set_defaults(handler=_repeat)

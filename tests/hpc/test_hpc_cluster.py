@@ -1,0 +1,88 @@
+"""Ray connection helpers, the dashboard REST API with token auth, DeepSpeed configs, SLURM script syntax."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.error
+from pathlib import Path
+
+import pytest
+
+from spanet2.events.errors import ConfigError
+from spanet2.hpc import cluster
+from spanet2.hpc.cluster import auth_token, dashboard_get, ray_session, tunnel_command
+from spanet2.hpc.deepspeed_config import deepspeed_config, write_deepspeed_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_public_api():
+    assert set(cluster.__all__) == {
+        "RaySession",
+        "auth_token",
+        "dashboard_get",
+        "ray_session",
+        "tunnel_command",
+    }
+
+
+def test_auth_token_precedence(tmp_path, monkeypatch):
+    token_file = tmp_path / "token"
+    token_file.write_text("from-file\n")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token_file))
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    assert auth_token() == "from-file"
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
+    assert auth_token() == "from-env"
+
+
+def test_tunnel_command_forwards_the_loopback_port():
+    command = tunnel_command(10101, host="node07", login_node="me@login")
+    assert command.startswith("ssh -N -L 10101:127.0.0.1:10101 -J me@login node07")
+
+
+def test_dashboard_rest_api_needs_the_token_and_shows_cluster_and_job(ray_local):
+    with ray_session() as session:  # attaches to the running local Ray
+        assert session.total_cpus == 2.0 and not session.started_here
+    url = ray_local.test_dashboard_url
+    assert url and url.startswith("http://127.0.0.1:")  # bound to loopback only
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        dashboard_get(url, "/api/jobs/", token="")  # no token
+    assert denied.value.code == 401
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        dashboard_get(url, "/api/jobs/", token="wrong-token")
+    assert denied.value.code == 403
+    nodes = dashboard_get(url, "/api/v0/nodes")["data"]["result"]["result"]
+    assert [n["state"] for n in nodes] == ["ALIVE"]
+    jobs = dashboard_get(url, "/api/jobs/")
+    this_job = ray_local.get_runtime_context().get_job_id()
+    assert any(j.get("job_id") == this_job and j.get("type") == "DRIVER" for j in jobs)
+
+
+def test_deepspeed_config(tmp_path):
+    config = deepspeed_config(
+        zero_stage=2,
+        precision="bf16",
+        micro_batch_size=64,
+        gradient_clip=0.4,
+        learning_rate=2e-3,
+        weight_decay=1e-4,
+    )
+    assert config["zero_optimization"]["stage"] == 2 and config["bf16"] == {"enabled": True}
+    assert config["optimizer"]["params"]["torch_adam"] is True  # no multi-minute CPU Adam build
+    assert config["train_micro_batch_size_per_gpu"] == 64 and config["gradient_clipping"] == 0.4
+    written = write_deepspeed_config(tmp_path / "ds.json", zero_stage=1)
+    assert json.loads((tmp_path / "ds.json").read_text()) == written
+    with pytest.raises(ConfigError, match="zero_stage"):
+        deepspeed_config(zero_stage=4)
+
+
+@pytest.mark.parametrize("script", ["tune.sh", "repeat.sh", "ray-cluster.sh"])
+def test_slurm_scripts_parse(script):
+    subprocess.run(["bash", "-n", str(REPO / "slurm" / script)], check=True)
+
+
+def test_tune_sh_without_arguments_prints_usage():
+    result = subprocess.run(["bash", str(REPO / "slurm" / "tune.sh")], capture_output=True, text=True)
+    assert result.returncode == 2 and "usage:" in result.stderr
