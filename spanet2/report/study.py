@@ -7,6 +7,7 @@ unchanged (`spanet2.report.stages`). `--from STAGE` reruns from a stage.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
@@ -410,8 +411,13 @@ def _stage_store(ctx: StudyContext) -> dict:
             spec += f":{ctx.out / 'predictions' / f'{score}_test.h5'}"
         methods.append(spec)
     out = ctx.out / "events.zarr"
-    build_store(out, [StoreInput(str(ctx.data("classification_test.h5")))], methods,
-                sqrt_s_tev=float(ctx.cfg["data"].get("sqrt_s_tev", 13)), overwrite=True)
+    sqrt_s = float(ctx.cfg["data"].get("sqrt_s_tev", 13))
+    build_store(out, [StoreInput(str(ctx.data("classification_test.h5")))], methods, sqrt_s_tev=sqrt_s,
+                overwrite=True)
+    # the generator's own σ(κλ) terms travel with the store, so `generated_curve: store` scans work on it
+    import zarr
+
+    zarr.open_group(str(out / "signal"), mode="r+").attrs["sigma_terms_fb"] = list(_generated_sigma_terms(sqrt_s))
     return {"outputs": ["events.zarr"], "methods": methods}
 
 
@@ -433,7 +439,7 @@ def _scan_config(ctx: StudyContext, point: dict, name: str, *, lumi_scan: list[f
         # the generated (LO, 13 TeV) signal is scaled term by term to the LHC HH WG NNLO-FTapprox curve;
         # at 14 TeV that curve is rescaled by the SM 14/13 ratio — the study's method
         "signal": {"sample": "signal", "normalisation": "reference", "reference_curve": "lhchwg_nnlo_13",
-                   "generated_curve": _generated_sigma_terms(float(ctx.cfg["data"].get("sqrt_s_tev", 13)))},
+                   "generated_curve": list(_generated_sigma_terms(float(ctx.cfg["data"].get("sqrt_s_tev", 13))))},
         "selection": scans.get("selection", {}),
         "equivalent_luminosity": {"reference": "spanet2"} if "spanet2" in [m["name"] for m in methods] else None,
         "seed": ctx.seed,
@@ -447,12 +453,13 @@ def _scan_config(ctx: StudyContext, point: dict, name: str, *, lumi_scan: list[f
     return raw
 
 
-def _generated_sigma_terms(sqrt_s_tev: float) -> list[float]:
+@functools.lru_cache(maxsize=4)
+def _generated_sigma_terms(sqrt_s_tev: float) -> tuple[float, float, float]:
     """The generator's own inclusive LO σ(gg→HH; κλ) terms (fb), which the store's signal weights follow."""
     from spanet2.generate.signal import signal_cross_section_terms
 
     terms, _ = signal_cross_section_terms(sqrt_s_tev, n_points=400_000, seed=0)
-    return [float(t) for t in terms]
+    return tuple(float(t) for t in terms)
 
 
 def _stage_scans(ctx: StudyContext) -> dict:

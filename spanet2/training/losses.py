@@ -156,9 +156,6 @@ def _cross_entropy(logits: Tensor, labels: Tensor, weight: Tensor | None) -> Ten
     return (w * ce).sum() / w.sum().clamp_min(1e-12)
 
 
-_LOSS_CACHE: dict[tuple[int, int], SPANet2Loss] = {}
-
-
 def compute_loss(
     outputs: ModelOutputs, batch: dict, options: Options, topology: EventTopology
 ) -> tuple[Tensor, dict[str, float]]:
@@ -167,14 +164,8 @@ def compute_loss(
     Balance weights travel in the batch: "assignment_weight" (B,) and "classification_weight"
     {name: (B,)} (the dataset adds them to training batches when balance_* options are on).
     """
-    key = (id(options), id(topology))
-    loss_fn = _LOSS_CACHE.get(key)
-    if loss_fn is None:
-        if len(_LOSS_CACHE) > 16:
-            _LOSS_CACHE.clear()
-        loss_fn = _LOSS_CACHE[key] = SPANet2Loss(options, topology)
-    device = outputs.event_vector.device
-    if loss_fn.permutations.device != device:
-        loss_fn.to(device)
+    # built per call (cheap); a loop should hold its own SPANet2Loss, as the trainer does. No cache keyed on
+    # id(options): ids are reused after an object dies, which would hand one run another run's settings.
+    loss_fn = SPANet2Loss(options, topology).to(outputs.event_vector.device)
     parts = loss_fn(outputs, batch)
     return parts.total, parts.as_floats()
