@@ -345,7 +345,8 @@ def _stage_repeats(ctx: StudyContext) -> dict:
             pairing = str(ctx.out / "predictions" / f"{_DNN_PAIRING[model]}_train.h5")
         if is_dnn and pairing != "min-dr":
             continue  # a DNN on SPANet2 pairings needs per-seed predictions of the test set too: not repeated
-        result = run_repeats(_resolve(spec["options"]), n=n, log_dir=ctx.out / "repeats", name=model,
+        options_file = _effective_options_file(ctx, model, spec, is_dnn)
+        result = run_repeats(options_file, n=n, log_dir=ctx.out / "repeats", name=model,
                              event_file=None if is_dnn else str(ctx.event_file),
                              training_file=str(ctx.data("classification_train.h5")),
                              testing_file=str(ctx.data("classification_test.h5")), seed=ctx.seed,
@@ -356,6 +357,21 @@ def _stage_repeats(ctx: StudyContext) -> dict:
     path = _write_json(ctx.out / "results" / "repeats.json", summary)
     outputs.append(ctx.rel(path))
     return {"outputs": outputs}
+
+
+def _effective_options_file(ctx: StudyContext, model: str, spec: dict, is_dnn: bool) -> Path:
+    """The model's options file with the study config's overrides applied, saved under <out>/repeats/."""
+    changes = {k: v for k, v in spec.items() if k != "options"}
+    path = ctx.path("repeats", f"{model}_options.json")
+    if is_dnn:
+        from spanet2.training.dnn import load_dnn_options, save_dnn_options
+
+        save_dnn_options(load_dnn_options(_resolve(spec["options"])).replace(**changes), path)
+    else:
+        from spanet2.training.options import load_options, save_options
+
+        save_options(load_options(_resolve(spec["options"])).replace(**changes), path)
+    return path
 
 
 def _stage_tune(ctx: StudyContext) -> dict:
