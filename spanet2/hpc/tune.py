@@ -535,7 +535,8 @@ def _fit(config: SearchConfig, spec: TrialSpec, output: Path, *, resume: bool):
                 scheduler = ASHAScheduler(
                     time_attr="training_iteration",
                     max_t=config.epochs,
-                    grace_period=config.grace_period,
+                    # a grace period longer than the trial cannot apply (and Ray refuses it): cap it
+                    grace_period=min(config.grace_period, config.epochs),
                     reduction_factor=config.reduction_factor,
                 )
             else:
