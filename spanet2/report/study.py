@@ -345,6 +345,8 @@ def _stage_repeats(ctx: StudyContext) -> dict:
             pairing = str(ctx.out / "predictions" / f"{_DNN_PAIRING[model]}_train.h5")
         if is_dnn and pairing != "min-dr":
             continue  # a DNN on SPANet2 pairings needs per-seed predictions of the test set too: not repeated
+        # the stage reruns only when its inputs changed: seeds finished under the old inputs must not be reused
+        shutil.rmtree(ctx.out / "repeats" / model, ignore_errors=True)
         options_file = _effective_options_file(ctx, model, spec, is_dnn)
         result = run_repeats(options_file, n=n, log_dir=ctx.out / "repeats", name=model,
                              event_file=None if is_dnn else str(ctx.event_file),
