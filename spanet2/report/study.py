@@ -390,6 +390,8 @@ def _stage_tune(ctx: StudyContext) -> dict:
                    "training_file": str(ctx.data("classification_train.h5")), "seed": ctx.seed}
         if config.model == "spanet2":
             changes["event_file"] = str(ctx.event_file)
+        if spec.get("overrides"):  # fixed options for every trial (e.g. a batch size that fits the machine)
+            changes["overrides"] = {**config.overrides, **spec["overrides"]}
         config = config.replace(**changes)
         out = ctx.out / "tune" / name
         shutil.rmtree(out, ignore_errors=True)
