@@ -161,22 +161,21 @@ def train_trial(
     )
 
 
+def _record_start(spec: TrialSpec, params: dict[str, Any], **extra: Any) -> str:
+    """Append the trial's "start" line to the ledger (resume counts these); return the Tune trial id."""
+    from ray import tune
+
+    trial_id = tune.get_context().get_trial_id()
+    _append_ledger(spec.ledger, {"event": "start", "trial_id": trial_id, "pid": os.getpid(), "time": time.time(),
+                                 "params": params, **extra})
+    return trial_id
+
+
 def _tune_trial(params: dict[str, Any], spec: TrialSpec) -> None:
     """Ray Tune function trainable: one worker, reports through `ray.tune.report`."""
     from ray import tune
 
-    trial_id = tune.get_context().get_trial_id()
-    _append_ledger(
-        spec.ledger,
-        {
-            "event": "start",
-            "trial_id": trial_id,
-            "pid": os.getpid(),
-            "time": time.time(),
-            "params": params,
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        },
-    )
+    trial_id = _record_start(spec, params, cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"))
     train_trial(spec, params, trial_id, tune.report)
 
 
@@ -190,23 +189,11 @@ def _train_worker_loop(loop_config: dict[str, Any]) -> None:
 
 def _distributed_trial(params: dict[str, Any], spec: TrialSpec) -> None:
     """Ray Tune trainable for a trial with several workers: drives a Ray Train TorchTrainer."""
-    from ray import tune
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    trial_id = tune.get_context().get_trial_id()
-    _append_ledger(
-        spec.ledger,
-        {
-            "event": "start",
-            "trial_id": trial_id,
-            "pid": os.getpid(),
-            "time": time.time(),
-            "params": params,
-            "workers": spec.workers,
-        },
-    )
+    trial_id = _record_start(spec, params, workers=spec.workers)
     use_gpu = spec.gpus_per_worker > 0
     resources = {"CPU": spec.cpus_per_worker}
     if use_gpu:

@@ -240,9 +240,9 @@ def _spanet_models(ctx) -> list[str]:
 
 def _stage_test(ctx: StudyContext) -> dict:
     """Assignment tables (mixing-κλ and κλ = 5 test sets), pairing efficiency by κλ, ACC/AUC."""
+    from spanet2.events.hdf5 import read_datasets
     from spanet2.physics.pairing import min_dr_pairing
     from spanet2.training import metrics as M
-    from spanet2.events.hdf5 import read_datasets
     from spanet2.training.trainer import evaluate
 
     results: dict[str, Any] = {}
@@ -264,22 +264,12 @@ def _stage_test(ctx: StudyContext) -> dict:
         n_jets = a["INPUTS/Source/MASK"].sum(axis=1)
         table = M.assignment_table(pairing, target, n_jets)
         results["min_dr"][name] = {
-            "assignment_table": M.table_to_dict(table) if hasattr(M, "table_to_dict") else _table_dict(table),
+            "assignment_table": table.as_dict(),
             "pairing_efficiency_by_kappa": {f"{float(k):g}": v for k, v in
                                             M.pairing_efficiency_by_kappa(pairing, target, a["INPUTS/Kappa/kappa"]).items()},
         }
     path = _write_json(ctx.out / "results" / "test.json", results)
     return {"outputs": [ctx.rel(path)]}
-
-
-def _table_dict(table: Any) -> dict:
-    if isinstance(table, dict):
-        return table
-    if hasattr(table, "as_dict"):
-        return table.as_dict()
-    if hasattr(table, "rows"):
-        return {row: dict(vals) for row, vals in table.rows.items()}
-    raise TypeError(f"cannot serialise {type(table)}")
 
 
 def _stage_predict(ctx: StudyContext) -> dict:
@@ -355,7 +345,7 @@ def _stage_repeats(ctx: StudyContext) -> dict:
                              epochs=int(rep.get("epochs", spec.get("epochs", 1))),
                              model="dnn" if is_dnn else "spanet2", pairing=pairing,
                              address=ctx.ray_address, num_cpus=ctx.workers)
-        summary[model] = result.summary if hasattr(result, "summary") else result.__dict__
+        summary[model] = result.summary
     path = _write_json(ctx.out / "results" / "repeats.json", summary)
     outputs.append(ctx.rel(path))
     return {"outputs": outputs}
@@ -536,8 +526,7 @@ def _stage_pca(ctx: StudyContext) -> dict:
         f = store.numpy(sample, "spanet2/features")
         if feats.shape[1] == 0:
             feats = np.zeros((len(labels), f.shape[1]))
-            names = list(store.feature_names(sample, "spanet2")) if hasattr(store, "feature_names") else \
-                [f"f{i}" for i in range(f.shape[1])]
+            names = list(store.sample_attrs(sample).get("feature_names") or store.attrs.get("feature_names"))
         feats[idx] = f
     ok = np.isfinite(feats).all(axis=1)
     result = embedding_pca(vectors["EMBEDDINGS/EVENT"][ok], feats[ok], names, labels[ok], seed=ctx.seed)

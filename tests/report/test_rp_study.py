@@ -38,6 +38,8 @@ def test_tiny_study_end_to_end_then_skip_then_rescan(tmp_path, run_cli):
     assert "| = 4 |" in report and "| Total |" in report
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 9
+    pca = json.loads((out / "results" / "pca.json").read_text())
+    assert "h1_mass" in pca["feature_names"] and len(pca["explained_variance_ratio"]) == 10
     # every stage records its wall time
     walls = {p.stem: json.loads(p.read_text())["wall_s"] for p in (out / "stages").glob("*.json")}
     assert len(walls) == 16 and all(w >= 0 for w in walls.values())
