@@ -26,6 +26,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _run_options(args) -> dict:
+    """The flags every `generate` subcommand shares, as keyword arguments of the writer functions."""
+    return {"sqrt_s_tev": args.sqrt_s, "seed": args.seed, "shower": args.shower, "workers": args.workers,
+            "max_jets": args.max_jets, "show_progress": not args.no_progress}
+
+
 def _signal(args) -> int:
     from spanet2.generate.writer import generate_signal_file
 
@@ -33,12 +39,7 @@ def _signal(args) -> int:
         args.output,
         kappas=args.kappa,
         events_per_kappa=args.events_per_kappa,
-        sqrt_s_tev=args.sqrt_s,
-        seed=args.seed,
-        shower=args.shower,
-        workers=args.workers,
-        max_jets=args.max_jets,
-        show_progress=not args.no_progress,
+        **_run_options(args),
     )
     print(f"{args.output}: signal σ×BR×eff = {attrs['cross_section_fb']:.6g} fb")
     return 0
@@ -50,13 +51,8 @@ def _background(args) -> int:
     attrs = generate_background_file(
         args.output,
         n_events=args.events,
-        sqrt_s_tev=args.sqrt_s,
-        seed=args.seed,
         kappa_inputs=args.kappa_input,
-        shower=args.shower,
-        workers=args.workers,
-        max_jets=args.max_jets,
-        show_progress=not args.no_progress,
+        **_run_options(args),
     )
     samples = json.loads(attrs["samples"])
     print(
@@ -74,13 +70,8 @@ def _sets(args) -> int:
         kappas=args.kappa,
         signal_per_kappa=args.signal_per_kappa,
         n_background=args.background,
-        sqrt_s_tev=args.sqrt_s,
-        seed=args.seed,
         test_fraction=args.test_fraction,
-        shower=args.shower,
-        workers=args.workers,
-        max_jets=args.max_jets,
-        show_progress=not args.no_progress,
+        **_run_options(args),
     )
     for name, attrs in written.items():
         print(
