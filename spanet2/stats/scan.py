@@ -17,7 +17,12 @@ from spanet2.stats.config import ScanConfig
 from spanet2.stats.histograms import Templates, score_edges_with, select_templates
 from spanet2.stats.intervals import Interval, delta_twice_nll
 from spanet2.stats.likelihood import KappaLikelihood
-from spanet2.stats.luminosity import IntervalSettings, equivalent_luminosities, intervals_at
+from spanet2.stats.luminosity import (
+    EQUIVALENT_QUANTITIES,
+    IntervalSettings,
+    equivalent_luminosities,
+    intervals_at,
+)
 from spanet2.stats.parallel import PointLog, dask_client, point_key, read_method_histograms, run_tasks
 from spanet2.stats.signal_model import SM_SIGMA_RATIO_14_OVER_13, curve_coefficients, term_scale_factors
 
@@ -455,22 +460,37 @@ def format_interval_table(result: ScanResult, *, lumis: list[float] | None = Non
 
 
 def format_equivalent_table(result: ScanResult) -> str:
-    """Markdown: equivalent luminosity of each method against the reference (Tables 17 and 28)."""
+    """Markdown: equivalent luminosity of each method against the reference (Tables 17 and 28).
+
+    A cell without an L′ reads "— (n)"; note n below the table says why there is none.
+    """
     if not result.equivalent:
         return ""
     ref = result.config.method(result.config.equivalent_reference).label
     stats = [s for s in ("pl", "cls") if s in result.config.statistics]
     names = {"pl": "PL", "cls": "CLs"}
+    labels = {"width": "Δκλ", "lower": "lower", "upper": "upper"}
     head = ["Method", "L (fb⁻¹) of " + ref] + [
-        f"{names[s]} L′ by {w}" for s in stats for w in ("Δκλ", "lower", "upper")
+        f"{names[s]} L′ by {labels[w]}" for s in stats for w in EQUIVALENT_QUANTITIES
     ]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    notes: list[str] = []
     for method, by_lumi in result.equivalent.items():
+        label = result.config.method(method).label
         for lumi, entry in sorted(by_lumi.items()):
-            cells = [result.config.method(method).label, f"{lumi:g}"]
+            cells = [label, f"{lumi:g}"]
             for s in stats:
-                cells += [_fmt(entry[s][w], 0) for w in ("width", "lower", "upper")]
+                for w in EQUIVALENT_QUANTITIES:
+                    value = entry[s][w]
+                    if value is None:
+                        why = entry[s].get("why", {}).get(w, "no L′ found")
+                        notes.append(f"{label} at {lumi:g} fb⁻¹, {names[s]} by {labels[w]}: {why}")
+                        cells.append(f"— ({len(notes)})")
+                    else:
+                        cells.append(_fmt(value, 0))
             rows.append("| " + " | ".join(cells) + " |")
+    if notes:
+        rows += ["", "No equivalent luminosity:", *[f"{i}. {n}" for i, n in enumerate(notes, 1)]]
     return "\n".join(rows)
 
 
