@@ -55,3 +55,20 @@ def st_config(tmp_path, st_store):
         return path
 
     return _write
+
+
+@pytest.fixture(scope="session")
+def st_templates(st_store):
+    """Templates of spanet2 and min_dr_dnn (score > 0.9, 10 m_HH bins, 13 TeV generated σ) from the store."""
+    from spanet2.stats.config import parse_scan_config
+    from spanet2.stats.scan import prepare_templates
+
+    config = parse_scan_config(
+        {
+            "store": str(st_store),
+            "methods": [{"name": "spanet2", "threshold": 0.9}, {"name": "min_dr_dnn", "threshold": 0.9}],
+            "kappa_grid": [-1, 0, 1],
+            "luminosities": [139],
+        }
+    )
+    return prepare_templates(config)[0]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spanet2.stats.config import parse_scan_config
 from spanet2.stats.intervals import (
     allowed_region,
     cls_interval,
@@ -15,23 +14,13 @@ from spanet2.stats.intervals import (
 )
 from spanet2.stats.likelihood import KappaLikelihood, LikelihoodSettings
 from spanet2.stats.luminosity import IntervalSettings, equivalent_luminosities, intervals_at
-from spanet2.stats.scan import prepare_templates
 
 GRID = np.arange(-20.0, 25.01, 0.5)
 
 
-@pytest.fixture(scope="module")
-def templates(st_store):
-    config = parse_scan_config(
-        {
-            "store": str(st_store),
-            "methods": [{"name": "spanet2", "threshold": 0.9}, {"name": "min_dr_dnn", "threshold": 0.9}],
-            "kappa_grid": [-1, 0, 1],
-            "luminosities": [139],
-        }
-    )
-    tpl, _, _ = prepare_templates(config)
-    return tpl
+@pytest.fixture
+def templates(st_templates):
+    return st_templates
 
 
 def test_yields_are_like_the_note(templates):

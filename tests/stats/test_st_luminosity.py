@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 
-from spanet2.stats.config import parse_scan_config
 from spanet2.stats.likelihood import LikelihoodSettings
 from spanet2.stats.luminosity import (
     IntervalSettings,
@@ -15,22 +14,13 @@ from spanet2.stats.luminosity import (
     intervals_at,
     solve_equivalent_luminosity,
 )
-from spanet2.stats.scan import prepare_templates
 
 GRID = np.arange(-20.0, 25.01, 0.5)
 
 
-@pytest.fixture(scope="module")
-def templates(st_store):
-    config = parse_scan_config(
-        {
-            "store": str(st_store),
-            "methods": [{"name": "spanet2", "threshold": 0.9}, {"name": "min_dr_dnn", "threshold": 0.9}],
-            "kappa_grid": [-1, 0, 1],
-            "luminosities": [139],
-        }
-    )
-    return prepare_templates(config)[0]
+@pytest.fixture
+def templates(st_templates):
+    return st_templates
 
 
 def test_a_root_next_to_the_vanishing_point_is_found():
