@@ -44,11 +44,14 @@ class SPANet2Loss(nn.Module):
     """The loss for one topology; call `loss(outputs, batch) -> LossParts`.
 
     Assignment: per particle −log P(true unordered jet pair) (the cell log-probability + log of the
-    daughter-group size), summed over reconstructable particles; per event the particle relabelling
-    (h1 ↔ h2 …) with the smallest loss is taken (`combine_pair_loss` min | softmin | mean); averaged
-    over reconstructable particles. Detection: BCE of "particle reconstructable", targets permuted like
-    the chosen assignment. Classification: cross-entropy, labels −1 ignored. A scale of 0 switches a task
-    off; its head still gets a zero gradient (keeps DDP happy without find_unused_parameters).
+    daughter-group size); per event the particle relabelling (h1 ↔ h2 …) with the smallest summed loss
+    is taken (`combine_pair_loss` min | softmin | mean); one term per particle, its (balance-weighted)
+    mean over the events where that particle is reconstructable. Detection: one BCE term per particle
+    ("reconstructable", targets permuted like the chosen assignment). Classification: one cross-entropy
+    term per head, labels −1 ignored. The total is the MEAN of the active terms, each times its scale
+    (upstream SPANet's convention, which the note's tuned learning rate and gradient clip assume; for
+    HH: (a_h1 + a_h2 + c) / 3). A scale of 0 switches a task off; its head still gets a zero gradient
+    (keeps DDP happy without find_unused_parameters).
     """
 
     def __init__(self, options: Options, topology: EventTopology):
@@ -75,37 +78,40 @@ class SPANet2Loss(nn.Module):
         if event_weight is None:
             event_weight = torch.ones(target_mask.shape[0], device=target_mask.device)
 
+        terms: list[Tensor] = []  # the active loss terms, each times its scale; the total is their mean
         if opts.assignment_loss_scale > 0 or opts.detection_loss_scale > 0:
-            assignment, chosen_mask = self._assignment(log_probs, targets, target_mask, event_weight)
+            per_particle, chosen_mask = self._assignment(log_probs, targets, target_mask, event_weight)
         else:
-            assignment, chosen_mask = zero, target_mask
+            per_particle, chosen_mask = None, target_mask
+        dead = 0.0 * outputs.detection_logits.sum()  # zero gradients for switched-off heads (DDP)
         if opts.assignment_loss_scale > 0:
-            assignment_term = opts.assignment_loss_scale * assignment
+            assignment = per_particle.mean()
+            terms.extend((opts.assignment_loss_scale * per_particle).unbind(0))
         else:
-            assignment, assignment_term = zero, 0.0 * torch.nan_to_num(log_probs, neginf=0.0).sum()
+            assignment = zero
+            dead = dead + 0.0 * torch.nan_to_num(log_probs, neginf=0.0).sum()
 
         if opts.detection_loss_scale > 0:
-            detection = F.binary_cross_entropy_with_logits(
-                outputs.detection_logits.float(), chosen_mask.to(torch.float32)
-            )
-            detection_term = opts.detection_loss_scale * detection
+            bce = F.binary_cross_entropy_with_logits(
+                outputs.detection_logits.float(), chosen_mask.to(torch.float32), reduction="none"
+            ).mean(dim=0)  # (P,)
+            detection = bce.mean()
+            terms.extend((opts.detection_loss_scale * bce).unbind(0))
         else:
-            detection, detection_term = zero, 0.0 * outputs.detection_logits.sum()
+            detection = zero
 
         per_head: dict[str, Tensor] = {}
-        classification_term = zero
         for name in self.classification_names:
             logits = outputs.classification_logits[name]
             if opts.classification_loss_scale > 0:
                 weight = batch.get("classification_weight", {}).get(name)
                 per_head[name] = _cross_entropy(logits, batch["classifications"][name], weight)
+                terms.append(opts.classification_loss_scale * per_head[name])
             else:
-                classification_term = classification_term + 0.0 * logits.sum()
+                dead = dead + 0.0 * logits.sum()
         classification = torch.stack(list(per_head.values())).mean() if per_head else zero
-        if per_head:
-            classification_term = classification_term + opts.classification_loss_scale * classification
 
-        total = assignment_term + detection_term + classification_term
+        total = (torch.stack(terms).mean() if terms else zero) + dead
         return LossParts(
             total,
             assignment.detach() if isinstance(assignment, Tensor) else assignment,
@@ -117,7 +123,8 @@ class SPANet2Loss(nn.Module):
     def _assignment(
         self, log_probs: Tensor, targets: Tensor, target_mask: Tensor, event_weight: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """Mean NLL per reconstructable particle, and the (B, P) target mask under the chosen relabelling."""
+        """(P,) per-particle mean NLL over the events where it is reconstructable, and the (B, P) target
+        mask under the chosen relabelling."""
         batch, n_particles, n_jets, _ = log_probs.shape
         flat = log_probs.float().view(batch, 1, n_particles, n_jets * n_jets)  # (B, 1, P, J²)
         perm_targets = targets[:, self.permutations]  # (B, G, P, 2)
@@ -134,16 +141,17 @@ class SPANet2Loss(nn.Module):
         per_perm = nll.sum(dim=2)  # (B, G)
         mode = self.options.combine_pair_loss
         best = per_perm.argmin(dim=1)  # (B,)
-        if mode == "min":
-            per_event = per_perm.gather(1, best.unsqueeze(1)).squeeze(1)
-        elif mode == "softmin":
-            per_event = (torch.softmax(-per_perm, dim=1) * per_perm).sum(dim=1)
-        else:
-            per_event = per_perm.mean(dim=1)
-        n_reco = target_mask.sum(dim=1).to(per_event.dtype)  # (B,)
-        denominator = (event_weight * n_reco).sum().clamp_min(1.0)
-        loss = (event_weight * per_event).sum() / denominator
         chosen_mask = perm_mask.gather(1, best.view(batch, 1, 1).expand(batch, 1, n_particles)).squeeze(1)
+        if mode == "min":
+            per_particle_nll = nll.gather(1, best.view(batch, 1, 1).expand(batch, 1, n_particles)).squeeze(1)
+        elif mode == "softmin":
+            per_particle_nll = (torch.softmax(-per_perm, dim=1).unsqueeze(-1) * nll).sum(dim=1)
+        else:
+            per_particle_nll = nll.mean(dim=1)  # (B, P)
+        # weighted mean over the events where the particle is reconstructable (upstream divides the weighted
+        # sum by the unweighted count; a weighted mean keeps the loss scale independent of the weights' norm)
+        weight = event_weight.unsqueeze(1) * chosen_mask.to(per_particle_nll.dtype)  # (B, P)
+        loss = (weight * per_particle_nll).sum(dim=0) / weight.sum(dim=0).clamp_min(1e-12)  # (P,)
         return loss, chosen_mask
 
 

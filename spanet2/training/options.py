@@ -145,7 +145,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "transformer_activation": ("relu", "gelu"),
     "linear_block_type": ("Basic", "Resnet", "Gated", "GRU"),
     "transformer_type": ("Standard", "NormFirst", "Gated"),
-    "linear_activation": ("None", "ReLU", "PReLU", "ELU", "GELU"),
+    "linear_activation": ("None", "ReLU", "PReLU", "ELU", "CELU", "GELU"),
     "normalization": ("None", "LayerNorm", "BatchNorm", "MaskedBatchNorm"),
     "masking": ("None", "Multiplicative", "Filling"),
     "combine_pair_loss": ("min", "softmin", "mean"),

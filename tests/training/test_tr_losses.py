@@ -66,23 +66,35 @@ def test_invariant_under_particle_and_daughter_relabelling():
 def test_assignment_value_by_hand_and_partial_masking():
     topology = hh_topology()
     outputs, batch = _outputs(), _batch()
+    # slot h2 is improbable in the partial events, so their one Higgs goes to slot h1: unequal denominators
+    outputs.assignment_log_probs[1][: 32 // 4] -= 20.0
     opts = Options(assignment_loss_scale=1.0)
     loss, parts = compute_loss(outputs, batch, opts, topology)
     lp = [x.detach() for x in outputs.assignment_log_probs]
-    total, count = 0.0, 0
+    # per event: the relabelling (h1 <-> h2) with the smaller summed NLL; then one term per particle slot,
+    # its mean over the events where that slot is reconstructable; the total is the mean of the terms
+    sums, counts = [0.0, 0.0], [0, 0]
     for e in range(32):
         candidates = []
         for perm in ((0, 1), (1, 0)):
-            value = 0.0
+            per_slot = [None, None]
             for p in range(2):
                 if batch["target_mask"][e, perm[p]]:
                     i, j = batch["targets"][e, perm[p]].tolist()
-                    value += -(float(lp[p][e, i, j]) + math.log(2))
-            candidates.append(value)
-        total += min(candidates)
-        count += int(batch["target_mask"][e].sum())
-    assert float(loss) == pytest.approx(total / count, rel=1e-5)
-    assert parts["assignment_loss"] == pytest.approx(total / count, rel=1e-5)
+                    per_slot[p] = -(float(lp[p][e, i, j]) + math.log(2))
+            candidates.append((sum(v for v in per_slot if v is not None), per_slot))
+        _, best = min(candidates, key=lambda c: c[0])
+        for p in range(2):
+            if best[p] is not None:
+                sums[p] += best[p]
+                counts[p] += 1
+    expected = 0.5 * (sums[0] / counts[0] + sums[1] / counts[1])
+    assert counts[0] != counts[1]  # partial events make the two terms' denominators differ
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    assert parts["assignment_loss"] == pytest.approx(expected, rel=1e-5)
+    # with classification on, the total is the mean of the three terms (a_h1 + a_h2 + c) / 3
+    both, both_parts = compute_loss(outputs, batch, Options(classification_loss_scale=1.0), topology)
+    assert float(both) == pytest.approx((2 * expected + both_parts["classification_loss"]) / 3, rel=1e-5)
     # a non-reconstructable particle's target value is irrelevant
     changed = dict(batch)
     changed["targets"] = batch["targets"].clone()
@@ -93,8 +105,10 @@ def test_assignment_value_by_hand_and_partial_masking():
 def test_combine_modes_and_focal():
     topology = hh_topology()
     outputs, batch = _outputs(), _batch()
+    full = {**batch, "target_mask": torch.ones(32, 2, dtype=torch.bool)}  # equal denominators per particle
+    full["targets"] = torch.from_numpy(np.argsort(np.random.default_rng(2).random((32, 6)), 1)[:, :4].reshape(32, 2, 2).copy())
     values = {
-        mode: float(compute_loss(outputs, batch, Options(combine_pair_loss=mode), topology)[0])
+        mode: float(compute_loss(outputs, full, Options(combine_pair_loss=mode), topology)[0])
         for mode in ("min", "softmin", "mean")
     }
     assert values["min"] <= values["softmin"] <= values["mean"]

@@ -145,16 +145,32 @@ def test_every_block_type_trains(block, transformer):
         assert torch.equal(lp, lp.transpose(1, 2))
 
 
-def test_unsupported_normalization_is_a_config_error():
-    with pytest.raises(ConfigError, match="LayerNorm"):
-        _model(normalization="BatchNorm")
+@pytest.mark.parametrize("norm", ["BatchNorm", "MaskedBatchNorm", "None"])
+def test_every_normalization_trains_and_ignores_padding(norm):
+    model = _model(normalization=norm).train()
+    batch = _batch(32)
+    out = model(batch)
+    loss = sum(-lp.clamp_min(-30).mean() for lp in out.assignment_log_probs)
+    loss.backward()
+    model.eval()
+    out = model(batch)
+    assert torch.isfinite(out.classification_logits["EVENT/signal"]).all()
+    for lp in out.assignment_log_probs:
+        assert torch.equal(lp, lp.transpose(1, 2))
+
+
+def test_unknown_normalization_is_a_config_error():
+    with pytest.raises(ConfigError, match="normalization"):
+        _model(normalization="GroupNorm")
 
 
 def test_embedding_widths():
+    # upstream: in -> initial, doubling while the double stays below hidden (at most max_layers), -> hidden
     assert embedding_dims(16, 32, 10) == [16, 32]
     assert embedding_dims(16, 128, 10) == [16, 32, 64, 128]
-    assert embedding_dims(16, 128, 2) == [16, 32, 128]
-    assert embedding_dims(16, 8, 10) == [8]
+    assert embedding_dims(16, 128, 1) == [16, 32, 128]
+    assert embedding_dims(16, 128, 0) == [16, 128]
+    assert embedding_dims(16, 8, 10) == [16, 8]
 
 
 def test_normalisation_statistics_are_buffers_and_json(tmp_path):
@@ -185,10 +201,10 @@ def test_normalisation_statistics_are_buffers_and_json(tmp_path):
     model = SPANet2(Options(**SMALL), topology, normalization)
     state = model.state_dict()
     assert torch.allclose(
-        state["embeddings.Source.normalizer.mean"], torch.tensor(stats.mean, dtype=torch.float32)
+        state["embedding.inputs.Source.normalizer.mean"], torch.tensor(stats.mean, dtype=torch.float32)
     )
     assert model(_batch(4)).classification_logits["EVENT/signal"].shape == (4, 3)
-    normalised = model.embeddings["Source"].normalizer(torch.from_numpy(values), torch.from_numpy(mask))
+    normalised = model.embedding.inputs["Source"].normalizer(torch.from_numpy(values), torch.from_numpy(mask))
     real = normalised[torch.from_numpy(mask)]
     torch.testing.assert_close(real[:, :4].mean(0), torch.zeros(4), atol=1e-4, rtol=0)
     torch.testing.assert_close(real[:, :4].std(0, unbiased=False), torch.ones(4), atol=1e-4, rtol=0)
