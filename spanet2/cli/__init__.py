@@ -6,13 +6,13 @@ sets `ORDER` (an int) to place itself in `--help`. A command's handler returns a
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import logging
 import pkgutil
 import sys
 
 from spanet2 import __version__
+from spanet2.cli._argparse import Parser
 from spanet2.events.errors import InputError
 
 __all__ = ["build_parser", "main", "run_guarded"]
@@ -29,8 +29,8 @@ def _command_modules():
     return sorted(mods, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> Parser:
+    parser = Parser(
         prog="spanet2",
         description="SPANet2: symmetry-preserving attention networks for HH -> bbbb jet assignment, "
         "event classification and kappa_lambda constraints.",
@@ -59,8 +59,9 @@ def run_guarded(func, *args, **kwargs) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     if not args.verbose:  # the distributed / Ray / matplotlib chatter stays out of the user's terminal
         for noisy in ("distributed", "matplotlib", "ray", "filelock", "urllib3", "asyncio", "numexpr"):
             logging.getLogger(noisy).setLevel(logging.WARNING)

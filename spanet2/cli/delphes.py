@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from spanet2.cli._argparse import add_no_progress
+
 __all__ = ["ORDER", "register"]
 
 ORDER = 25
@@ -54,14 +56,8 @@ def register(subparsers) -> None:
     p.add_argument("--max-jets", type=int, default=10, help="jets kept per event, pT-ordered (default 10)")
     p.add_argument("--step-size", type=int, default=10_000, help="events read per chunk (default 10000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the kappa_lambda input draw (default 0)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress(p)
     p.set_defaults(handler=_convert_delphes)
-
-    def one_line_error(message: str):  # usage mistakes: one line and exit 2, like every InputError
-        print(f"spanet2: error: {p.prog}: {' '.join(message.split())}", file=sys.stderr)
-        raise SystemExit(2)
-
-    p.error = one_line_error  # type: ignore[method-assign]
 
 
 def _convert_delphes(args: argparse.Namespace) -> int:

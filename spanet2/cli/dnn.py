@@ -6,6 +6,7 @@ import argparse
 import json
 
 from spanet2.atomic import atomic_path
+from spanet2.cli._argparse import add_hidden_alias, add_no_progress, add_test_file
 
 __all__ = ["ORDER", "register", "run_dnn_train", "run_dnn_test", "run_dnn_predict", "run_features"]
 
@@ -25,7 +26,7 @@ def run_dnn_train(args: argparse.Namespace) -> int:
     result = train_dnn(options, log_dir=args.log_dir, name=args.name, training_file=args.training_file,
                        validation_file=args.validation_file, pairing=args.pairing,
                        validation_pairing=args.validation_pairing, checkpoint=args.checkpoint, seed=args.seed,
-                       progress=not args.quiet)  # fmt: skip
+                       progress=not args.no_progress)  # fmt: skip
     print(f"run directory: {result.run_dir}")
     print("best epoch: " + ", ".join(f"{k}={v:.4g}" for k, v in result.best_metrics.items()))
     return 0
@@ -76,7 +77,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "-of", "--options_file", required=True, help="DNN options JSON (configs/options/dnn_*.json)"
     )
-    p.add_argument("--log_dir", default="dnn_output", help="runs go to LOG_DIR/NAME/version_<n>/")
+    p.add_argument("-l", "--log_dir", default="dnn_output", help="runs go to LOG_DIR/NAME/version_<n>/")
     p.add_argument("-n", "--name", default="dnn", help="run name (a folder under --log_dir)")
     p.add_argument(
         "-tf", "--training_file", required=True, help="training HDF5 (or a `spanet2 features` file)"
@@ -106,7 +107,7 @@ def register(subparsers) -> None:
         default=None,
         help="random seed (overrides options seed)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_no_progress(p)
     p.set_defaults(handler=run_dnn_train)
 
     p = sub.add_parser(
@@ -115,9 +116,7 @@ def register(subparsers) -> None:
         description="Evaluate LOG_DIRECTORY's best checkpoint: unweighted ACC (score > 0.5) and AUC.",
     )
     p.add_argument("log_directory", help="a run directory LOG_DIR/NAME/version_<n>")
-    p.add_argument(
-        "-tf", "--testing_file", required=True, help="labelled HDF5 (CLASSIFICATIONS/EVENT/signal)"
-    )
+    add_test_file(p, "labelled HDF5 (CLASSIFICATIONS/EVENT/signal)")
     _add_pairing(p)
     p.add_argument("--json", default=None, metavar="OUT", help="also write the numbers to this JSON file")
     p.set_defaults(handler=run_dnn_test)
@@ -130,7 +129,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("log_directory", help="a run directory LOG_DIR/NAME/version_<n>")
     p.add_argument("output_file", help="predictions HDF5 to write")
-    p.add_argument("-tf", "--testing_file", required=True, help="input HDF5")
+    add_test_file(p, "input HDF5")
     _add_pairing(p)
     p.set_defaults(handler=run_dnn_predict)
 
@@ -146,5 +145,6 @@ def register(subparsers) -> None:
         default="auto",
         help="20 with MET/leptons, 16 without; auto = 20 when GLOBAL_EXTRA is present",
     )
-    p.add_argument("--chunk_size", type=int, default=65536, help="events processed at a time")
+    chunk = p.add_argument("--chunk-size", type=int, default=65536, help="events processed at a time")
+    add_hidden_alias(p, chunk, "--chunk_size")
     p.set_defaults(handler=run_features)

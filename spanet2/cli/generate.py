@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+
+from spanet2.cli._argparse import add_no_progress
 
 __all__ = ["ORDER", "register"]
 
@@ -23,13 +24,19 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--workers", type=int, default=1, help="worker processes (the file does not depend on it)")
     p.add_argument("--max-jets", type=int, default=10, help="jets kept per event, pT-ordered (default 10)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress(p)
 
 
 def _run_options(args) -> dict:
     """The flags every `generate` subcommand shares, as keyword arguments of the writer functions."""
-    return {"sqrt_s_tev": args.sqrt_s, "seed": args.seed, "shower": args.shower, "workers": args.workers,
-            "max_jets": args.max_jets, "show_progress": not args.no_progress}
+    return {
+        "sqrt_s_tev": args.sqrt_s,
+        "seed": args.seed,
+        "shower": args.shower,
+        "workers": args.workers,
+        "max_jets": args.max_jets,
+        "show_progress": not args.no_progress,
+    }
 
 
 def _signal(args) -> int:
@@ -81,17 +88,6 @@ def _sets(args) -> int:
     return 0
 
 
-def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Usage mistakes print one line (`spanet2: error: ...`) and exit 2, like every InputError."""
-
-    def error(message: str):
-        print(f"spanet2: error: {parser.prog}: {' '.join(message.split())}", file=sys.stderr)
-        raise SystemExit(2)
-
-    parser.error = error  # type: ignore[method-assign]
-    return parser
-
-
 def _pair(args) -> int:
     from spanet2.physics.pairing import pair_file
 
@@ -107,7 +103,6 @@ def register(subparsers) -> None:
         description="Embedded event source: LO gg->HH (exact top loops) or QCD 4b partons, a detector back "
         "end (fast or Pythia8), the four-tag cut, truth matching; writes SPANet HDF5 files.",
     )
-    _one_line_errors(gen)
     gen.set_defaults(handler=lambda args: gen.print_help() or 2)
     sub = gen.add_subparsers(dest="process", metavar="PROCESS")
 
@@ -120,7 +115,6 @@ def register(subparsers) -> None:
     sig.add_argument("--events-per-kappa", type=int, required=True, help="selected events per kappa_lambda")
     sig.add_argument("--output", required=True, help="output HDF5 file")
     _common(sig)
-    _one_line_errors(sig)
     sig.set_defaults(handler=_signal)
 
     bkg = sub.add_parser(
@@ -134,7 +128,6 @@ def register(subparsers) -> None:
     )
     bkg.add_argument("--output", required=True, help="output HDF5 file")
     _common(bkg)
-    _one_line_errors(bkg)
     bkg.set_defaults(handler=_background)
 
     sets = sub.add_parser(
@@ -149,7 +142,6 @@ def register(subparsers) -> None:
     sets.add_argument("--test-fraction", type=float, default=0.1, help="fraction in the test files (0.1)")
     sets.add_argument("--output-dir", required=True, help="output folder")
     _common(sets)
-    _one_line_errors(sets)
     sets.set_defaults(handler=_sets)
 
     pair = subparsers.add_parser(
@@ -159,5 +151,4 @@ def register(subparsers) -> None:
     )
     pair.add_argument("input", help="SPANet HDF5 file")
     pair.add_argument("output", help="output HDF5 file")
-    _one_line_errors(pair)
     pair.set_defaults(handler=_pair)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from spanet2.cli._argparse import add_ray_address, add_test_file
+
 __all__ = ["ORDER", "register"]
 
 ORDER = 70
@@ -29,7 +31,7 @@ def _tune(args: argparse.Namespace) -> int:
     if args.auto_resume:
         resume = has_search_state(args.output)
     # run_search validates everything (config, options, data files, output folder) before Ray starts
-    result = run_search(config, args.output, resume=resume, address=args.address, num_cpus=args.num_cpus)
+    result = run_search(config, args.output, resume=resume, address=args.ray_address, num_cpus=args.num_cpus)
     print(result.ranking)
     print(
         f"\n{result.n_finished} finished, {result.n_errored} errored, {result.n_trials} trials in "
@@ -66,13 +68,18 @@ def _repeat(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         model=args.model,
         pairing=args.pairing,
-        address=args.address,
+        address=args.ray_address,
         cpus_per_run=args.cpus_per_run,
         gpus_per_run=args.gpus_per_run,
         num_cpus=args.num_cpus,
+        task_index=args.task_index,
     )
     print(format_repeat_summary(result))
-    print(f"per-seed results and summary: {result.summary_path}")
+    if result.complete:
+        print(f"per-seed results and summary: {result.summary_path}")
+    else:
+        print(f"{len(result.runs)} of {result.n} seeds finished; the task that finishes the last writes "
+              f"{result.summary_path}")
     return 0
 
 
@@ -96,11 +103,7 @@ def register(subparsers) -> None:
         action="store_true",
         help="continue the search in --output if there is one, else start it (batch jobs)",
     )
-    p.add_argument(
-        "--address",
-        default=None,
-        help="Ray cluster to use (ip:port or auto; default: RAY_ADDRESS or a local Ray)",
-    )
+    add_ray_address(p)
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
     p.add_argument("--num-samples", type=int, default=None, help="number of trials (overrides the config)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per trial (overrides the config)")
@@ -124,25 +127,31 @@ def register(subparsers) -> None:
     p.add_argument("options_file", help="options JSON (SPANet2, or DNN with --model dnn)")
     p.add_argument("-n", type=int, default=10, help="number of seeds (default 10)")
     p.add_argument("--model", choices=("spanet2", "dnn"), default="spanet2")
-    p.add_argument("--log_dir", default="runs/repeat", help="runs go to LOG_DIR/NAME/seed_<s>/version_0")
+    p.add_argument(
+        "-l", "--log_dir", default="runs/repeat", help="runs go to LOG_DIR/NAME/seed_<s>/version_0"
+    )
     p.add_argument("--name", default="repeat")
     p.add_argument("-ef", "--event_file", default=None)
     p.add_argument("-tf", "--training_file", default=None)
     p.add_argument("-vf", "--validation_file", default=None)
-    p.add_argument(
-        "--testing_file",
-        "--test_file",
-        dest="testing_file",
-        default=None,
-        help="labelled HDF5 to evaluate every seed on (default: the options' testing_file)",
+    add_test_file(
+        p,
+        "labelled HDF5 to evaluate every seed on (default: the options' testing_file)",
+        required=False,
+        short=False,
     )
     p.add_argument("--pairing", default="min-dr", help="DNN only: min-dr or a predictions HDF5")
     p.add_argument("-r", "--seed", type=int, default=0, help="first seed (default 0)")
     p.add_argument("-e", "--epochs", type=int, default=None, help="epochs (overrides the options)")
-    p.add_argument("--address", default=None, help="Ray cluster (ip:port or auto; default: a local Ray)")
+    add_ray_address(p)
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
     p.add_argument("--cpus-per-run", type=float, default=1.0)
     p.add_argument(
         "--gpus-per-run", type=float, default=0.0, help="fractions allowed (0.25: four runs per GPU)"
     )
+    p.add_argument(
+        "--task-index", type=int, default=None, metavar="I",
+        help="train only seed SEED+I, here, without Ray (one SLURM array task: slurm/repeat.sh under "
+        "sbatch --array=0-N-1); the task that finishes the last seed writes the summary",
+    )  # fmt: skip
     p.set_defaults(handler=_repeat)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from spanet2.cli._argparse import add_hidden_alias, add_no_progress
+
 __all__ = ["ORDER", "register", "run_store_build", "run_store_plot"]
 
 ORDER = 50
@@ -30,8 +32,8 @@ def run_store_build(args: argparse.Namespace) -> int:
         inputs.append(StoreInput(args.signal, "signal"))
     if args.background:
         inputs.append(StoreInput(args.background, "background"))
-    summary = build_store(args.output, inputs, args.method or [], sqrt_s_tev=args.sqrt_s_tev,
-                          chunk_size=args.chunk_size, overwrite=args.overwrite, progress=not args.quiet)  # fmt: skip
+    summary = build_store(args.output, inputs, args.method or [], sqrt_s_tev=args.sqrt_s,
+                          chunk_size=args.chunk_size, overwrite=args.overwrite, progress=not args.no_progress)  # fmt: skip
     per_sample = ", ".join(f"{k} {v} events ({summary['cross_section_fb'][k]:.4g} fb)"
                            for k, v in sorted(summary["events"].items()))  # fmt: skip
     print(f"wrote {summary['output']}: {per_sample}; methods {', '.join(summary['methods'])}")
@@ -80,12 +82,14 @@ def register(subparsers) -> None:
     p.add_argument("--background", default=None, help="background test HDF5 (WEIGHTS/weight)")
     p.add_argument("--method", action="append", metavar="NAME=PAIRING[:SCORES]", help=_METHOD_HELP)
     p.add_argument("-o", "--output", required=True, help="the Zarr store to write (a directory)")
-    p.add_argument(
-        "--sqrt_s_tev", type=float, default=None, help="collider energy (default: the files' attribute)"
+    sqrt_s = p.add_argument(
+        "--sqrt-s", type=float, default=None, help="collider energy in TeV (default: the files' attribute)"
     )
-    p.add_argument("--chunk_size", type=int, default=65536, help="events read at a time")
+    add_hidden_alias(p, sqrt_s, "--sqrt_s_tev")
+    chunk = p.add_argument("--chunk-size", type=int, default=65536, help="events read at a time")
+    add_hidden_alias(p, chunk, "--chunk_size")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_no_progress(p)
     p.set_defaults(handler=run_store_build)
 
     p = sub.add_parser(

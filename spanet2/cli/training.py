@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from spanet2.atomic import atomic_path
+from spanet2.cli._argparse import Parser, add_hidden_alias, add_no_progress, add_unsupported
 
 __all__ = [
     "ORDER",
@@ -26,10 +27,53 @@ ORDER = 30
 
 
 # --------------------------------------------------------------------------------------------- train
+# Upstream SPANet v2.1.1 flags that spanet2 does not implement, and what differs (README "Upstream flags").
+_UPSTREAM_TRAIN_UNSUPPORTED = (
+    (
+        ("-sf", "--state_dict"),
+        True,
+        "upstream starts from a checkpoint's weights only; spanet2 cannot "
+        "(-cf CHECKPOINT resumes a whole run)",
+    ),
+    (
+        ("-fsf", "--freeze_state_dict"),
+        False,
+        "upstream freezes the weights loaded by -sf; spanet2 has no -sf",
+    ),
+    (
+        ("-g", "--graph"),
+        True,
+        "upstream logs the computation graph to TensorBoard; spanet2 does not "
+        "(here the GPU count is --gpus N)",
+    ),
+    (
+        ("-ts", "--torch_script"),
+        False,
+        'upstream compiles with TorchScript; spanet2 uses torch.compile: set "compile": true in the options',
+    ),
+    (
+        ("--profile",),
+        False,
+        "upstream runs the PyTorch profiler for one run; spanet2 has no profiler flag "
+        "(python benchmarks/train_throughput.py measures throughput)",
+    ),
+    (
+        ("--fairscale",),
+        False,
+        "upstream shards with FairScale; spanet2 uses --engine deepspeed --zero_stage N",
+    ),
+)
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The note's / upstream's `spanet.train` flags (shared with `python -m spanet2.train`)."""
-    parser.add_argument("-of", "--options_file", required=True, help="options JSON (SPANet or SPANet2 keys)")
-    parser.add_argument("--log_dir", default="spanet_output", help="runs go to LOG_DIR/NAME/version_<n>/")
+    """Upstream SPANet's `spanet.train` flags (shared with `python -m spanet2.train`) and SPANet2's own."""
+    parser.add_argument(
+        "-of", "--options_file", default=None,
+        help="options JSON (SPANet or SPANet2 keys; default: upstream's default options)",
+    )  # fmt: skip
+    parser.add_argument(
+        "-l", "--log_dir", default="spanet_output", help="runs go to LOG_DIR/NAME/version_<n>/"
+    )
     parser.add_argument("-n", "--name", default="spanet_output", help="run name (a folder under --log_dir)")
     parser.add_argument("-ef", "--event_file", default=None, help="event topology YAML (overrides options)")
     parser.add_argument("-tf", "--training_file", default=None, help="training HDF5 (overrides options)")
@@ -50,21 +94,25 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     )
     parser.add_argument("-b", "--batch_size", type=int, default=None, help="batch size (overrides options)")
     parser.add_argument(
-        "-g",
+        "-f", "--full_events", action="store_true",
+        help="train on fully reconstructable events only (partial_events and balance_particles off)",
+    )  # fmt: skip
+    parser.add_argument(
+        "-p", "--limit_dataset", type=float, default=None, metavar="PERCENT",
+        help="use the first PERCENT %% of the events (0 < PERCENT <= 100; sets dataset_limit)",
+    )  # fmt: skip
+    parser.add_argument(
         "--gpus",
         type=int,
         default=None,
         help="GPUs per process: 0 = CPU (default: options num_gpu, when CUDA is present)",
     )
     parser.add_argument(
-        "-r",
-        "--seed",
-        "--random_seed",
-        dest="seed",
-        type=int,
-        default=None,
-        help="random seed (overrides options seed)",
-    )
+        "-r", "--random_seed", type=int, default=None,
+        help="as upstream, shuffles the events before the split with this seed (dataset_randomization, when "
+        "> 0); also seeds everything else unless --seed is given",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=None, help="random seed (overrides options seed)")
     parser.add_argument(
         "--engine",
         choices=("single", "ddp", "deepspeed"),
@@ -82,14 +130,25 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         "--zero_stage", type=int, choices=(0, 1, 2, 3), default=None, help="DeepSpeed ZeRO stage"
     )
     parser.add_argument("--deepspeed_config", default=None, help="DeepSpeed JSON config (overrides options)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+        help="debug logging and verbose_output (upstream flag)",
+    )  # fmt: skip
+    add_no_progress(parser)
+    for flags, takes_value, difference in _UPSTREAM_TRAIN_UNSUPPORTED:
+        add_unsupported(parser, *flags, difference=difference, takes_value=takes_value)
     return parser
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from spanet2.training.options import load_options
+    from spanet2.events.errors import InputError
+    from spanet2.training.options import load_options, options_from_dict
     from spanet2.training.trainer import train
 
+    if args.limit_dataset is not None and not 0 < args.limit_dataset <= 100:
+        raise InputError(
+            "-p/--limit_dataset", None, f"expected a percentage in (0, 100], got {args.limit_dataset:g}"
+        )
     overrides = {
         key: value
         for key, value in (
@@ -99,10 +158,18 @@ def run_train(args: argparse.Namespace) -> int:
             ("zero_stage", args.zero_stage),
             ("deepspeed_config", args.deepspeed_config),
             ("num_gpu", args.gpus),
+            ("dataset_limit", None if args.limit_dataset is None else args.limit_dataset / 100),
+            ("dataset_randomization", args.random_seed if (args.random_seed or 0) > 0 else None),
+            ("verbose_output", True if getattr(args, "verbose", False) else None),
         )
         if value is not None
     }
-    options = load_options(args.options_file, **overrides)
+    if args.full_events:  # upstream's -f
+        overrides.update(partial_events=False, balance_particles=False)
+    if args.options_file is None:  # upstream: the default options, files from -ef/-tf
+        options = options_from_dict(overrides, file="command line")
+    else:
+        options = load_options(args.options_file, **overrides)
     result = train(
         options,
         log_dir=args.log_dir,
@@ -111,9 +178,9 @@ def run_train(args: argparse.Namespace) -> int:
         training_file=args.training_file,
         validation_file=args.validation_file,
         checkpoint=args.checkpoint,
-        seed=args.seed,
+        seed=args.seed if args.seed is not None else args.random_seed,
         engine=args.engine,
-        progress=not args.quiet,
+        progress=not args.no_progress,
     )
     if result.is_main:
         print(f"run directory: {result.run_dir}")
@@ -130,20 +197,54 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- test
-def add_test_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def _add_evaluation_arguments(parser: argparse.ArgumentParser, *, predict: bool) -> None:
+    """The flags `test` and `predict` share with upstream's `spanet.test` / `spanet.predict`."""
     parser.add_argument("log_directory", help="a run directory LOG_DIR/NAME/version_<n>")
-    parser.add_argument(
-        "-tf", "--testing_file", required=True, help="test HDF5 (same topology and jet padding)"
-    )
+    if predict:
+        parser.add_argument("output_file", help="predictions HDF5 to write")
+    tf = parser.add_argument(
+        "-tf", "--test_file", dest="testing_file", default=None, metavar="FILE",
+        help=f"{'input' if predict else 'test'} HDF5 (same topology and jet padding; default: the run's "
+        "options testing_file)",
+    )  # fmt: skip
+    add_hidden_alias(parser, tf, "--testing_file")
     parser.add_argument(
         "-ef", "--event_file", default=None, help="event YAML (default: the run's event.yaml)"
     )
-    parser.add_argument("--gpu", action="store_true", help="evaluate on the GPU")
-    parser.add_argument("-b", "--batch_size", type=int, default=None, help="evaluation batch size")
+    bs = parser.add_argument(
+        "-bs", "--batch_size", type=int, default=None, help="batch size (default: the run's)"
+    )
+    add_hidden_alias(parser, bs, "-b")
+    parser.add_argument("-g", "--gpu", action="store_true", help="run on the GPU")
+
+
+def add_test_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Upstream SPANet's `spanet.test` flags (shared with `python -m spanet2.test`) and `--json`."""
+    _add_evaluation_arguments(parser, predict=False)
     parser.add_argument(
         "--json", default=None, metavar="OUT", help="also write all numbers to this JSON file"
     )
+    add_unsupported(parser, "-l", "--lines", takes_value=True,
+                    difference="upstream sets the number of jet-multiplicity rows; spanet2's assignment table "
+                    "always has the note's rows N_jet = 4, 5, >= 6 and Total")  # fmt: skip
+    add_unsupported(parser, "-tex", "--latex", takes_value=False,
+                    difference="upstream prints a LaTeX table; spanet2 prints Markdown (and --json OUT)")  # fmt: skip
     return parser
+
+
+def _testing_file(args: argparse.Namespace) -> str:
+    """-tf, else the run's options testing_file (as upstream)."""
+    if args.testing_file:
+        return args.testing_file
+    from spanet2.events.errors import InputError
+    from spanet2.training import logdir
+    from spanet2.training.options import load_options
+
+    run = logdir.open_run_dir(args.log_directory)
+    testing_file = load_options(run.options).testing_file
+    if not testing_file:
+        raise InputError(run.options, "testing_file", "no test file: give -tf/--test_file FILE")
+    return testing_file
 
 
 def run_test(args: argparse.Namespace) -> int:
@@ -151,7 +252,7 @@ def run_test(args: argparse.Namespace) -> int:
 
     result = evaluate(
         args.log_directory,
-        args.testing_file,
+        _testing_file(args),
         gpu=args.gpu,
         batch_size=args.batch_size,
         event_file=args.event_file,
@@ -165,18 +266,15 @@ def run_test(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------- predict
 def add_predict_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("log_directory", help="a run directory LOG_DIR/NAME/version_<n>")
-    parser.add_argument("output_file", help="predictions HDF5 to write")
-    parser.add_argument("-tf", "--testing_file", required=True, help="input HDF5")
+    """Upstream SPANet's `spanet.predict` flags (shared with `python -m spanet2.predict`) and SPANet2's own."""
+    _add_evaluation_arguments(parser, predict=True)
     parser.add_argument(
-        "-ef", "--event_file", default=None, help="event YAML (default: the run's event.yaml)"
+        "-v", "--output_vectors", action="store_true", help="also write the event/particle embeddings"
     )
-    parser.add_argument("--gpu", action="store_true", help="predict on the GPU")
-    parser.add_argument("-b", "--batch_size", type=int, default=None, help="inference batch size")
-    parser.add_argument("--chunk_size", type=int, default=65536, help="events read and written at a time")
-    parser.add_argument(
-        "--output_vectors", action="store_true", help="also write the event/particle embeddings"
+    chunk = parser.add_argument(
+        "--chunk-size", type=int, default=65536, help="events read and written at a time"
     )
+    add_hidden_alias(parser, chunk, "--chunk_size")
     return parser
 
 
@@ -185,7 +283,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
     summary = predict(
         args.log_directory,
-        args.testing_file,
+        _testing_file(args),
         args.output_file,
         gpu=args.gpu,
         batch_size=args.batch_size,
@@ -253,11 +351,14 @@ def module_main(add_arguments, handler, prog: str, argv: list[str] | None = None
 
     from spanet2.cli import run_guarded
 
-    parser = add_arguments(argparse.ArgumentParser(prog=f"python -m spanet2.{prog}"))
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser = add_arguments(Parser(prog=f"python -m spanet2.{prog}"))
+    # train has upstream's -v/--verbose; predict's -v is upstream's --output_vectors
+    if "--verbose" not in parser._option_string_actions:
+        parser.add_argument("--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
     )
     return run_guarded(handler, args)
 

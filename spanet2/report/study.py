@@ -588,18 +588,23 @@ def stage_names() -> list[str]:
 
 def run_study(config_path: str | Path, *, output: str | Path | None = None, from_stage: str | None = None,
               workers: int | None = None, ray_address: str | None = None,
-              dask_scheduler: str | None = None) -> dict:
-    """Run (or resume) the study of `config_path`; returns the stage records."""
+              dask_scheduler: str | None = None, seed: int | None = None) -> dict:
+    """Run (or resume) the study of `config_path`; returns the stage records. `seed` overrides the config's."""
     import os
 
     cfg = load_study_config(config_path)
+    if seed is not None:
+        cfg["seed"] = int(seed)
     if from_stage is not None and from_stage not in stage_names():
         raise ConfigError("--from", from_stage, f"unknown stage; expected one of {', '.join(stage_names())}")
     out = Path(output or cfg.get("output", "runs/study"))
     out.mkdir(parents=True, exist_ok=True)
     ctx = StudyContext(cfg, out, workers or int(cfg.get("workers", os.cpu_count() or 1)), ray_address,
                        dask_scheduler)
-    (out / "study.yaml").write_text(Path(config_path).read_text())
+    # the study as run (with a --seed override), so that `spanet2 report DIR` and reruns see the same config
+    (out / "study.yaml").write_text(Path(config_path).read_text() if seed is None
+                                    else yaml.safe_dump({k: v for k, v in cfg.items() if not k.startswith("_")},
+                                                        sort_keys=False))
     runner = StageRunner(out, {k: v for k, v in cfg.items() if not k.startswith("_")}, STAGES,
                          progress=lambda msg: print(f"study: {msg}", flush=True))
     t0 = time.perf_counter()
