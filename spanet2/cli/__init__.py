@@ -13,6 +13,7 @@ import sys
 
 from spanet2 import __version__
 from spanet2.cli._argparse import Parser
+from spanet2.cli._smoke import apply_smoke_caps
 from spanet2.events.errors import InputError
 
 __all__ = ["build_parser", "main", "run_guarded"]
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 0 if args.command is None else 2
+    apply_smoke_caps(args)
     return run_guarded(args.handler, args)
 
 

@@ -108,7 +108,7 @@ def register(subparsers) -> None:
         help="random seed (overrides options seed)",
     )
     add_no_progress(p)
-    p.set_defaults(handler=run_dnn_train)
+    p.set_defaults(handler=run_dnn_train, smoke_caps={"epochs": 2})
 
     p = sub.add_parser(
         "test",

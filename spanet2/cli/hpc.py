@@ -78,8 +78,10 @@ def _repeat(args: argparse.Namespace) -> int:
     if result.complete:
         print(f"per-seed results and summary: {result.summary_path}")
     else:
-        print(f"{len(result.runs)} of {result.n} seeds finished; the task that finishes the last writes "
-              f"{result.summary_path}")
+        print(
+            f"{len(result.runs)} of {result.n} seeds finished; the task that finishes the last writes "
+            f"{result.summary_path}"
+        )
     return 0
 
 
@@ -115,7 +117,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "-vf", "--validation_file", default=None, help="validation HDF5 (overrides config/options)"
     )
-    p.set_defaults(handler=_tune)
+    p.set_defaults(handler=_tune, smoke_caps={"num_samples": 1, "epochs": 1, "max_concurrent": 1})
 
     p = subparsers.add_parser(
         "repeat",
@@ -154,4 +156,4 @@ def register(subparsers) -> None:
         help="train only seed SEED+I, here, without Ray (one SLURM array task: slurm/repeat.sh under "
         "sbatch --array=0-N-1); the task that finishes the last seed writes the summary",
     )  # fmt: skip
-    p.set_defaults(handler=_repeat)
+    p.set_defaults(handler=_repeat, smoke_caps={"n": 2, "epochs": 1})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from spanet2.cli._argparse import add_ray_address
+from spanet2.cli._smoke import smoke_test_enabled
 
 ORDER = 90
 
@@ -57,6 +58,7 @@ def _study(args: argparse.Namespace) -> int:
         ray_address=args.ray_address,
         dask_scheduler=args.scheduler,
         seed=args.seed,
+        smoke=smoke_test_enabled(),
     )
     return 0
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from spanet2.atomic import atomic_path
 from spanet2.cli._argparse import Parser, add_hidden_alias, add_no_progress, add_unsupported
+from spanet2.cli._smoke import apply_smoke_caps
 
 __all__ = [
     "ORDER",
@@ -24,6 +25,7 @@ __all__ = [
 ]
 
 ORDER = 30
+_SMOKE_CAPS = {"train": {"epochs": 1}}  # SPANET2_SMOKE_TEST (spanet2.cli._smoke)
 
 
 # --------------------------------------------------------------------------------------------- train
@@ -306,7 +308,13 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 
 def run_export(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from spanet2.events.errors import InputError
     from spanet2.training.export import export_onnx
+
+    if importlib.util.find_spec("onnx") is None:
+        raise InputError("spanet2 export", None, "needs the onnx package: pip install 'spanet2[export]'")
 
     info = export_onnx(args.log_directory, args.output_file, opset=args.opset)
     print(
@@ -322,7 +330,7 @@ def register(subparsers) -> None:
         help="train SPANet2 (log dir with checkpoints, metrics, provenance)",
         description="Train SPANet2 on an HDF5 event file; resume with -cf.",
     )
-    add_train_arguments(p).set_defaults(handler=run_train)
+    add_train_arguments(p).set_defaults(handler=run_train, smoke_caps=_SMOKE_CAPS["train"])
     p = subparsers.add_parser(
         "test",
         help="assignment table, ACC/AUC and pairing efficiency by kappa on a test file",
@@ -355,7 +363,9 @@ def module_main(add_arguments, handler, prog: str, argv: list[str] | None = None
     # train has upstream's -v/--verbose; predict's -v is upstream's --output_vectors
     if "--verbose" not in parser._option_string_actions:
         parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.set_defaults(smoke_caps=_SMOKE_CAPS.get(prog, {}))
     args = parser.parse_args(argv)
+    apply_smoke_caps(args)
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

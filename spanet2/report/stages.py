@@ -1,9 +1,11 @@
 """A small stage runner: each stage writes its outputs and is skipped when its inputs are unchanged.
 
-A stage's *fingerprint* hashes the part of the study config it reads plus the fingerprints of the stages it
-depends on; the record `<out>/stages/<name>.json` stores the fingerprint, the outputs and the wall time. A
-stage reruns when its record is missing, its fingerprint changed, an output vanished, or `--from` names it
-(or a stage before it).
+A stage's *fingerprint* hashes the part of the study config it reads, the content of every file it reads
+(options JSON, tune configs, the event file, and the output files of the stages it consumes), the fingerprints
+of the stages it depends on and the spanet2 version; the record `<out>/stages/<name>.json` stores the
+fingerprint, the outputs and the wall time. A stage reruns when its record is missing, its fingerprint changed,
+an output vanished, or `--from` names it (or a stage before it). File hashes are cached by (size, mtime) in
+`<out>/stages/file_hashes.json`, so an unchanged large file is not read again.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Stage", "StageRunner", "fingerprint"]
+__all__ = ["Stage", "StageRunner", "file_sha256", "fingerprint"]
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +31,27 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def file_sha256(path: Path, *, block: int = 1 << 22) -> str:
+    """sha256 of a file's content, read in 4 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _no_files(config: dict) -> Iterable[Path]:
+    return ()
+
+
 @dataclass
 class Stage:
     """One step of the study.
 
     name: unique stage name. run: `fn(ctx) -> dict` returning a JSON-serialisable summary (paths of the
     outputs under `outputs`). config_keys: dotted keys of the study config the stage reads. after: stages
-    whose outputs it consumes.
+    whose outputs it consumes (their output *files* are hashed too). reads: `fn(config) -> paths` of the files
+    outside the study folder that the stage reads (options JSON, tune configs, event file).
     """
 
     name: str
@@ -42,6 +59,7 @@ class Stage:
     config_keys: Sequence[str] = ()
     after: Sequence[str] = ()
     description: str = ""
+    reads: Callable[[dict], Iterable[Path]] = _no_files
 
 
 @dataclass
@@ -51,6 +69,64 @@ class StageRunner:
     stages: list[Stage]
     progress: Callable[[str], None] = print
     records: dict[str, dict] = field(default_factory=dict)
+    version: str = ""
+    _hash_cache: dict[str, list] | None = field(default=None, repr=False)
+
+    def _cache_path(self) -> Path:
+        return self.out_dir / "stages" / "file_hashes.json"
+
+    def file_hash(self, path: Path) -> str | None:
+        """Content hash of `path` (None when it does not exist), cached by size and mtime."""
+        path = Path(path).resolve()
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        if not path.is_file():  # a folder output (run dir, Zarr store): its stage's fingerprint stands for it
+            return "folder"
+        if self._hash_cache is None:
+            try:
+                self._hash_cache = json.loads(self._cache_path().read_text())
+            except (OSError, json.JSONDecodeError):
+                self._hash_cache = {}
+        key, stamp = str(path), [st.st_size, st.st_mtime_ns]
+        cached = self._hash_cache.get(key)
+        if cached is not None and cached[:2] == stamp:
+            return cached[2]
+        digest = file_sha256(path)
+        self._hash_cache[key] = [*stamp, digest]
+        return digest
+
+    def _save_hash_cache(self) -> None:
+        if self._hash_cache is None:
+            return
+        path = self._cache_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self._hash_cache, indent=0, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+
+    def _read_files(self, stage: Stage) -> dict[str, str | None]:
+        """{path: content hash} of the files the stage reads: its declared files and its inputs' output files."""
+        files = {str(p): self.file_hash(Path(p)) for p in stage.reads(self.config)}
+        for name in stage.after:
+            record = self.records.get(name) or self._load_record(name) or {}
+            for rel in record.get("outputs", []):
+                files[f"<{name}>/{rel}"] = self.file_hash(self.out_dir / rel)
+        return files
+
+    def stage_fingerprint(self, stage: Stage, fingerprints: dict[str, str]) -> str:
+        """The stage's fingerprint from its config keys, the files it reads, its inputs' fingerprints and the
+        package version."""
+        return fingerprint(stage.name, self._config_subset(stage.config_keys), self._read_files(stage),
+                           [fingerprints[a] for a in stage.after], self.version)  # fmt: skip
+
+    def fingerprints(self) -> dict[str, str]:
+        """Every stage's current fingerprint, without running anything."""
+        out: dict[str, str] = {}
+        for stage in self.stages:
+            out[stage.name] = self.stage_fingerprint(stage, out)
+        return out
 
     def _config_subset(self, keys: Sequence[str]) -> dict:
         out = {}
@@ -85,8 +161,7 @@ class StageRunner:
         fingerprints: dict[str, str] = {}
         (self.out_dir / "stages").mkdir(parents=True, exist_ok=True)
         for i, stage in enumerate(self.stages, 1):
-            fp = fingerprint(stage.name, self._config_subset(stage.config_keys),
-                             [fingerprints[a] for a in stage.after])
+            fp = self.stage_fingerprint(stage, fingerprints)
             fingerprints[stage.name] = fp
             record = self._load_record(stage.name)
             if only is not None and stage.name not in only:
@@ -111,5 +186,7 @@ class StageRunner:
             tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
             tmp.replace(self._record_path(stage.name))
             self.records[stage.name] = record
+            self._save_hash_cache()
             self.progress(f"[{i}/{len(self.stages)}] {stage.name}: done in {wall:.1f} s")
+        self._save_hash_cache()
         return self.records

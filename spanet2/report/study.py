@@ -12,6 +12,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import yaml
 from spanet2.events.errors import ConfigError
 from spanet2.report.stages import Stage, StageRunner
 
-__all__ = ["STAGES", "StudyContext", "load_study_config", "run_study", "stage_names"]
+__all__ = ["STAGES", "StudyContext", "load_study_config", "run_study", "smoke_config", "stage_names", "study_runner"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,28 @@ def load_study_config(path: str | Path) -> dict:
         if point.get("sqrt_s_tev") not in (13, 14, 13.0, 14.0):
             raise ConfigError(path, f"scans.points[{i}].sqrt_s_tev", "expected 13 or 14")
     cfg["_path"] = str(path.resolve())
+    return cfg
+
+
+# SPANET2_SMOKE_TEST: the most events, epochs and trials a study runs (every stage still runs)
+_SMOKE_DATA = {"signal_per_kappa": 100, "background": 500, "kappa5_signal": 300, "energy_compare_events": 2000}
+
+
+def smoke_config(cfg: dict) -> dict:
+    """`cfg` at smoke-test sizes: data counts capped, one epoch per network (two per DNN), two repeats of one
+    epoch, one tune trial of one epoch."""
+    import copy
+
+    cfg = copy.deepcopy(cfg)
+    for key, cap in _SMOKE_DATA.items():
+        if key in cfg["data"]:
+            cfg["data"][key] = min(int(cfg["data"][key]), cap)
+    for name, spec in cfg["models"].items():
+        spec["epochs"] = 2 if name.startswith("dnn") else 1
+    if cfg.get("repeats"):
+        cfg["repeats"].update(n=min(int(cfg["repeats"].get("n", 2)), 2), epochs=1)
+    for spec in (cfg.get("tune") or {}).values():
+        spec.update(num_samples=1, epochs=1, max_concurrent_trials=1)
     return cfg
 
 
@@ -552,29 +575,69 @@ def _stage_report(ctx: StudyContext) -> dict:
     return {"outputs": [ctx.rel(p) for p in paths]}
 
 
+def _event_file(cfg: dict) -> Path:
+    return _resolve(cfg.get("data", {}).get("event_file", "configs/events/hh4b.yaml"))
+
+
+def _reads_models(*models: str) -> Callable[[dict], list[Path]]:
+    """The files a training stage reads: the named models' options JSON and the event file."""
+
+    def reads(cfg: dict) -> list[Path]:
+        specs = cfg.get("models", {})
+        return [_resolve(specs[m]["options"]) for m in models if m in specs] + [_event_file(cfg)]
+
+    return reads
+
+
+def _reads_repeats(cfg: dict) -> list[Path]:
+    models = (cfg.get("repeats") or {}).get("models", ["spanet2", "dnn_min_dr"])
+    return _reads_models(*models)(cfg)
+
+
+def _reads_tune(cfg: dict) -> list[Path]:
+    """Each search config and the options file it names."""
+    files = [_event_file(cfg)]
+    for spec in (cfg.get("tune") or {}).values():
+        config = _resolve(spec["config"])
+        files.append(config)
+        try:
+            options = (yaml.safe_load(config.read_text()) or {}).get("options")
+        except (OSError, yaml.YAMLError):
+            options = None  # the stage itself reports the broken file
+        if isinstance(options, str):
+            files.append(_resolve(options))
+    return files
+
+
+def _reads_event_file(cfg: dict) -> list[Path]:
+    return [_event_file(cfg)]
+
+
 STAGES: list[Stage] = [
     Stage("generate", _stage_generate, ("seed", "data"), (), "generate the study's event files"),
     Stage("energy_compare", _stage_energy, ("seed", "data.energy_compare_events"), (),
           "13 vs 14 TeV parton kinematics"),
     Stage("train_spanet2", _stage_train_spanet2, ("seed", "models.spanet2"), ("generate",),
-          "train mixing-κλ SPANet2 (assignment + classification)"),
+          "train mixing-κλ SPANet2 (assignment + classification)", _reads_models("spanet2")),
     Stage("train_kappa5", _stage_train_kappa5, ("seed", "models.kappa5"), ("generate",),
-          "train κ5 SPANet (κλ = 5 signal, assignment)"),
+          "train κ5 SPANet (κλ = 5 signal, assignment)", _reads_models("kappa5")),
     Stage("train_assignment_off", _stage_train_assignment_off, ("seed", "models.assignment_off"), ("generate",),
-          "train SPANet2 with the assignment loss off"),
-    Stage("test", _stage_test, (), ("train_spanet2", "train_kappa5", "train_assignment_off"),
-          "assignment tables, pairing efficiency by κλ, ACC/AUC"),
-    Stage("predict", _stage_predict, (), ("train_spanet2", "train_kappa5"),
-          "SPANet2 / κ5 predictions with embedding vectors"),
+          "train SPANet2 with the assignment loss off", _reads_models("assignment_off")),
+    Stage("test", _stage_test, (), ("generate", "train_spanet2", "train_kappa5", "train_assignment_off"),
+          "assignment tables, pairing efficiency by κλ, ACC/AUC", _reads_event_file),
+    Stage("predict", _stage_predict, (), ("generate", "train_spanet2", "train_kappa5"),
+          "SPANet2 / κ5 predictions with embedding vectors", _reads_event_file),
     Stage("train_dnn", _stage_train_dnn, ("seed", "models.dnn_min_dr", "models.dnn_spanet2", "models.dnn_kappa5"),
-          ("predict",), "DNNs on min-ΔR and SPANet2 pairings"),
+          ("generate", "predict"), "DNNs on min-ΔR and SPANet2 pairings",
+          _reads_models("dnn_min_dr", "dnn_spanet2", "dnn_kappa5")),
     Stage("repeats", _stage_repeats, ("seed", "repeats", "models"), ("generate",),
-          "repeated trainings (mean ± std), Ray"),
-    Stage("tune", _stage_tune, ("seed", "tune"), ("generate",), "Optuna search through Ray Tune"),
-    Stage("store", _stage_store, (), ("train_dnn", "predict"), "the Zarr event store, one column set per method"),
+          "repeated trainings (mean ± std), Ray", _reads_repeats),
+    Stage("tune", _stage_tune, ("seed", "tune"), ("generate",), "Optuna search through Ray Tune", _reads_tune),
+    Stage("store", _stage_store, (), ("generate", "train_dnn", "predict"),
+          "the Zarr event store, one column set per method"),
     Stage("scans", _stage_scans, ("scans",), ("store",), "κλ intervals (PL and CLs), Dask"),
     Stage("lumi", _stage_lumi, ("scans",), ("store",), "Δκλ vs luminosity and equivalent luminosity"),
-    Stage("pca", _stage_pca, ("seed",), ("store",), "PCA of the SPANet2 event vectors"),
+    Stage("pca", _stage_pca, ("seed",), ("generate", "store", "predict"), "PCA of the SPANet2 event vectors"),
     Stage("plots", _stage_plots, (), ("store",), "mass planes, m_HH after selection, pairing efficiency vs κλ"),
     Stage("report", _stage_report, ("report",),
           ("generate", "energy_compare", "test", "train_dnn", "repeats", "tune", "scans", "lumi", "pca", "plots"),
@@ -586,15 +649,26 @@ def stage_names() -> list[str]:
     return [s.name for s in STAGES]
 
 
+def study_runner(out: Path, cfg: dict) -> StageRunner:
+    """The stage runner of a study folder: the stages above, fingerprinted with the spanet2 version."""
+    from spanet2 import __version__
+
+    return StageRunner(out, {k: v for k, v in cfg.items() if not k.startswith("_")}, STAGES,
+                       progress=lambda msg: print(f"study: {msg}", flush=True), version=__version__)
+
+
 def run_study(config_path: str | Path, *, output: str | Path | None = None, from_stage: str | None = None,
               workers: int | None = None, ray_address: str | None = None,
-              dask_scheduler: str | None = None, seed: int | None = None) -> dict:
-    """Run (or resume) the study of `config_path`; returns the stage records. `seed` overrides the config's."""
+              dask_scheduler: str | None = None, seed: int | None = None, smoke: bool = False) -> dict:
+    """Run (or resume) the study of `config_path`; returns the stage records. `seed` overrides the config's;
+    `smoke` (SPANET2_SMOKE_TEST) shrinks it to a few minutes (`smoke_config`)."""
     import os
 
     cfg = load_study_config(config_path)
     if seed is not None:
         cfg["seed"] = int(seed)
+    if smoke:
+        cfg = smoke_config(cfg)
     if from_stage is not None and from_stage not in stage_names():
         raise ConfigError("--from", from_stage, f"unknown stage; expected one of {', '.join(stage_names())}")
     out = Path(output or cfg.get("output", "runs/study"))
@@ -602,11 +676,10 @@ def run_study(config_path: str | Path, *, output: str | Path | None = None, from
     ctx = StudyContext(cfg, out, workers or int(cfg.get("workers", os.cpu_count() or 1)), ray_address,
                        dask_scheduler)
     # the study as run (with a --seed override), so that `spanet2 report DIR` and reruns see the same config
-    (out / "study.yaml").write_text(Path(config_path).read_text() if seed is None
+    (out / "study.yaml").write_text(Path(config_path).read_text() if seed is None and not smoke
                                     else yaml.safe_dump({k: v for k, v in cfg.items() if not k.startswith("_")},
                                                         sort_keys=False))
-    runner = StageRunner(out, {k: v for k, v in cfg.items() if not k.startswith("_")}, STAGES,
-                         progress=lambda msg: print(f"study: {msg}", flush=True))
+    runner = study_runner(out, cfg)
     t0 = time.perf_counter()
     records = runner.run(ctx, from_stage=from_stage)
     print(f"study: finished in {time.perf_counter() - t0:.1f} s; report: {out / 'report.md'}", flush=True)

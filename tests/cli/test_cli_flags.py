@@ -34,7 +34,11 @@ def _minimal_argv(parser: argparse.ArgumentParser) -> list[str]:
     """Positionals and required options filled with harmless values."""
     argv = []
     for action in parser._actions:
-        if action.required or action in getattr(parser, "_required_with_alias", ()) or (not action.option_strings and action.nargs != 0):
+        if (
+            action.required
+            or action in getattr(parser, "_required_with_alias", ())
+            or (not action.option_strings and action.nargs != 0)
+        ):
             value = str(action.choices[0]) if action.choices else "1"
             argv += ([action.option_strings[0]] if action.option_strings else []) + [value]
     return argv
@@ -202,10 +206,12 @@ def _upstream_cases():
 def test_upstream_flag_means_the_same_or_is_refused_naming_the_difference(
     command, positional, flag, meaning, run_cli, capsys
 ):
-    from spanet2.cli.training import add_predict_arguments, add_test_arguments, add_train_arguments
     from spanet2.cli._argparse import Parser
+    from spanet2.cli.training import add_predict_arguments, add_test_arguments, add_train_arguments
 
-    add = {"train": add_train_arguments, "test": add_test_arguments, "predict": add_predict_arguments}[command]
+    add = {"train": add_train_arguments, "test": add_test_arguments, "predict": add_predict_arguments}[
+        command
+    ]
     for parser in (build_parser(), add(Parser(prog=f"python -m spanet2.{command}"))):
         words = [command] if parser.prog == "spanet2" else []
         if meaning is None:
