@@ -363,8 +363,13 @@ def parse_scan_config(raw: dict, *, path: str | os.PathLike | None = None) -> Sc
     if not isinstance(statistics, list) or not statistics or not set(statistics) <= {"pl", "cls"}:
         raise ConfigError(file, "statistics", f"expected a non-empty subset of [pl, cls], got {statistics!r}")
     unc = raw.get("uncertainties") or {}
-    if not isinstance(unc, dict) or set(unc) - {"background_norm", "signal_theory"}:
-        raise ConfigError(file, "uncertainties", "expected {background_norm: REL, signal_theory: REL}")
+    if not isinstance(unc, dict) or set(unc) - {"background_norm", "signal_theory", "mc_stat"}:
+        raise ConfigError(
+            file, "uncertainties", "expected {background_norm: REL, signal_theory: REL, mc_stat: true|false}"
+        )
+    mc_stat = unc.get("mc_stat", False)
+    if not isinstance(mc_stat, bool):
+        raise ConfigError(file, "uncertainties.mc_stat", f"expected true or false, got {mc_stat!r}")
     engine = raw.get("cls_engine", "auto")
     if engine not in ("auto", "closed_form", "pyhf"):
         raise ConfigError(file, "cls_engine", f"expected auto, closed_form or pyhf, got {engine!r}")
@@ -379,6 +384,7 @@ def parse_scan_config(raw: dict, *, path: str | os.PathLike | None = None) -> Sc
             unc.get("signal_theory", 0.0), file, "uncertainties.signal_theory", positive=True
         ),
         cls_engine=engine,
+        mc_stat=mc_stat,
     )
     sel = raw.get("selection") or {}
     if not isinstance(sel, dict) or set(sel) - {"lumi_ifb", "min_signal", "min_background", "min_mc_events"}:

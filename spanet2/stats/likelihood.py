@@ -27,6 +27,9 @@ class LikelihoodSettings:
     (background + SM signal at κλ = 1, the ATLAS/CMS convention). background_norm_uncertainty /
     signal_theory_uncertainty: relative 1σ normalisation uncertainties (0 = none), each a Gaussian-constrained
     nuisance parameter θ with yield factor (1 + δ)^θ (pyhf normsys, interpolation code1), profiled.
+    mc_stat: the per-bin MC-statistical uncertainty of the background template (pyhf staterror, one
+    Gaussian-constrained γ per bin with relative width √Σw²/Σw), profiled.
+    With any nuisance parameter both −2 ln L and CLs come from pyhf fits at each κλ; without, closed forms.
     cls_engine: "auto" (closed form without nuisances, pyhf hypotest with them), "closed_form" or "pyhf".
     poi_upper_bound: upper bound of the signal strength μ in the CLs fits (lower bound 0: q̃_μ).
     """
@@ -36,10 +39,11 @@ class LikelihoodSettings:
     signal_theory_uncertainty: float = 0.0
     cls_engine: str = "auto"
     poi_upper_bound: float = 50.0
+    mc_stat: bool = False
 
     @property
     def has_nuisances(self) -> bool:
-        return self.background_norm_uncertainty > 0 or self.signal_theory_uncertainty > 0
+        return self.background_norm_uncertainty > 0 or self.signal_theory_uncertainty > 0 or self.mc_stat
 
     def cls_uses_pyhf(self) -> bool:
         return self.cls_engine == "pyhf" or (self.cls_engine == "auto" and self.has_nuisances)
@@ -63,6 +67,15 @@ class KappaLikelihood:
         self.settings = settings
         self.terms = lumi_ifb * templates.signal_terms[:, used]  # (3, B') expected events
         self.background = lumi_ifb * templates.background[used]  # (B',)
+        sumw2 = templates.background_sumw2
+        # absolute MC-statistical error of the background per bin (events): L·√Σw²
+        self.background_mc_error = (
+            lumi_ifb * np.sqrt(sumw2[used]) if sumw2.size == used.size else np.zeros_like(self.background)
+        )
+        if settings.mc_stat and (np.any(self.background <= 0) or not np.any(self.background_mc_error > 0)):
+            raise ValueError(
+                "mc_stat needs background MC in every m_HH bin and its sum of squared weights in the templates"
+            )
         self.data = self.background.copy()
         if settings.asimov == "background+sm":
             self.data = self.data + self.signal(1.0)
@@ -80,17 +93,23 @@ class KappaLikelihood:
     def twice_nll(self, kappa: np.ndarray | float) -> np.ndarray:
         """−2 ln L(κλ) up to a constant, nuisance parameters profiled. (K,) for κλ of shape (K,).
 
-        Without nuisances: 2 Σ_i [ν_i − n_i ln ν_i] with ν = s(κλ) + b (PHYSICS.md §9). With them the
-        constrained likelihood is minimised over (θ_s, θ_b) by a vectorised Newton iteration.
+        Without nuisances: 2 Σ_i [ν_i − n_i ln ν_i] with ν = s(κλ) + b (PHYSICS.md §9). With them a pyhf
+        fit at μ = 1 per κλ profiles them (`twice_nll_pyhf`; constants differ from the closed form).
         """
         kappa = np.atleast_1d(np.asarray(kappa, dtype=np.float64))
-        sig = self.signal(kappa)  # (K, B)
-        if not self.settings.has_nuisances:
-            nu = sig + self.background  # (K, B)
-            return 2.0 * np.sum(nu - xlogy(self.data, nu), axis=1)
-        return self._profiled_twice_nll(sig)
+        if self.settings.has_nuisances:
+            return self.twice_nll_pyhf(kappa)
+        nu = self.signal(kappa) + self.background  # (K, B)
+        return 2.0 * np.sum(nu - xlogy(self.data, nu), axis=1)
 
-    def _profiled_twice_nll(self, sig: np.ndarray) -> np.ndarray:
+    def uses_pyhf(self, statistic: str) -> bool:
+        """Whether a point of `statistic` ("pl" or "cls") is a pyhf fit (slow) rather than a closed form."""
+        return self.settings.has_nuisances if statistic == "pl" else self.settings.cls_uses_pyhf()
+
+    def twice_nll_newton(self, kappa: np.ndarray | float) -> np.ndarray:
+        """−2 ln L(κλ) with the two normalisation nuisances (θ_s, θ_b) profiled by a vectorised Newton
+        iteration: an independent check of the pyhf fits (tests pin the two). Ignores mc_stat. (K,)"""
+        sig = self.signal(np.atleast_1d(np.asarray(kappa, dtype=np.float64)))  # (K, B)
         a, c = self._log_sig, self._log_bkg  # d ln(yield)/dθ
         n, bkg = self.data, self.background
         theta = np.zeros((sig.shape[0], 2))  # (K, 2): θ_s, θ_b
@@ -201,46 +220,76 @@ class KappaLikelihood:
         return np.where(at_zero, 0.0, np.where(at_top, self.settings.poi_upper_bound, 0.5 * (lo + hi)))
 
     # ------------------------------------------------------------------------------------------- pyhf
-    def workspace(self, kappa: float) -> dict:
-        """The pyhf JSON workspace of this model at one κλ (signal strength μ = 1 is that κλ's signal)."""
-        sig = self.signal(float(kappa))
-        signal_modifiers = [{"name": "mu", "type": "normfactor", "data": None}]
+    def _signal_sample(self, kappa: float) -> dict:
+        modifiers = [{"name": "mu", "type": "normfactor", "data": None}]
         if self.settings.signal_theory_uncertainty > 0:
             up = 1.0 + self.settings.signal_theory_uncertainty
-            signal_modifiers.append(
-                {"name": "signal_theory", "type": "normsys", "data": {"hi": up, "lo": 1.0 / up}}
-            )
-        background_modifiers = []
+            modifiers.append({"name": "signal_theory", "type": "normsys", "data": {"hi": up, "lo": 1.0 / up}})
+        return {"name": "signal", "data": self.signal(float(kappa)).tolist(), "modifiers": modifiers}
+
+    def _background_sample(self) -> dict:
+        modifiers = []
         if self.settings.background_norm_uncertainty > 0:
             up = 1.0 + self.settings.background_norm_uncertainty
-            background_modifiers.append(
+            modifiers.append(
                 {"name": "background_norm", "type": "normsys", "data": {"hi": up, "lo": 1.0 / up}}
             )
+        if self.settings.mc_stat:
+            modifiers.append(
+                {"name": "mc_stat", "type": "staterror", "data": self.background_mc_error.tolist()}
+            )
+        return {"name": "background", "data": self.background.tolist(), "modifiers": modifiers}
+
+    def _spec(self, samples: list[dict], name: str) -> dict:
         return {
             "version": "1.0.0",
-            "channels": [
-                {
-                    "name": "mhh",
-                    "samples": [
-                        {"name": "signal", "data": sig.tolist(), "modifiers": signal_modifiers},
-                        {
-                            "name": "background",
-                            "data": self.background.tolist(),
-                            "modifiers": background_modifiers,
-                        },
-                    ],
-                }
-            ],
+            "channels": [{"name": "mhh", "samples": samples}],
             "observations": [{"name": "mhh", "data": self.data.tolist()}],
             "measurements": [
                 {
-                    "name": f"kappa_lambda_{float(kappa):g}",
+                    "name": name,
                     "config": {
                         "poi": "mu",
                         "parameters": [{"name": "mu", "bounds": [[0.0, self.settings.poi_upper_bound]]}],
                     },
                 }
             ],
+        }
+
+    def workspace(self, kappa: float) -> dict:
+        """The pyhf JSON workspace of this model at one κλ (signal strength μ = 1 is that κλ's signal)."""
+        return self._spec(
+            [self._signal_sample(kappa), self._background_sample()], f"kappa_lambda_{float(kappa):g}"
+        )
+
+    def background_only_workspace(self) -> dict:
+        """The background-only pyhf workspace (HEPData's BkgOnly.json): data and background, no signal."""
+        return self._spec([self._background_sample()], "kappa_lambda")
+
+    def patchset(self, kappas: np.ndarray, *, name: str, description: str = "") -> dict:
+        """A pyhf PatchSet: one patch per κλ that adds that κλ's signal sample to `background_only_workspace`
+        (the HEPData convention), labelled by the value of κλ; the digest pins the background-only file."""
+        import pyhf
+
+        digest = pyhf.utils.digest(self.background_only_workspace(), algorithm="sha256")
+        return {
+            "metadata": {
+                "name": name,
+                "description": description
+                or "kappa_lambda signal hypotheses on the background-only workspace",
+                "digests": {"sha256": digest},
+                "labels": ["kappa_lambda"],
+            },
+            "patches": [
+                {
+                    "metadata": {"name": f"kappa_lambda_{float(k):g}", "values": [float(k)]},
+                    "patch": [
+                        {"op": "add", "path": "/channels/0/samples/0", "value": self._signal_sample(k)}
+                    ],
+                }
+                for k in np.asarray(kappas, dtype=np.float64)
+            ],
+            "version": "1.0.0",
         }
 
     def pyhf_model(self, kappa: float):

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +19,18 @@ from spanet2.stats.histograms import MethodHistograms, histogram_score_mhh
 from spanet2.stats.signal_model import morph_terms
 
 __all__ = [
+    "HistogramRequest",
     "PointLog",
+    "TaskRunner",
+    "combine_chunk_histograms",
     "dask_client",
+    "histogram_store_chunk",
     "point_key",
+    "read_histograms",
     "read_method_histograms",
-    "run_tasks",
 ]
 
 logger = logging.getLogger(__name__)
-
-READ_CHUNK = 262144  # events per Dask block when histogramming the store
 
 
 def _chunk_histogram(score, mhh, weights, score_edges, mhh_edges):
@@ -51,68 +54,237 @@ def _combine(parts: list[dict]) -> dict:
     }
 
 
-class _StoreReader:
-    """Opens `<store>/<sample>/<column>` arrays (spanet2.events.store) as Dask arrays; errors name the path."""
+_REDUCE_FAN_IN = 8  # partial histograms summed per reduce task (tree depth log8 of the chunk count)
 
-    def __init__(self, path: str):
-        from spanet2.events.store import open_store
 
-        self.path = path
-        self.store = open_store(path)
-        self._cache: dict[str, Any] = {}
+@dataclass(frozen=True)
+class HistogramRequest:
+    """What one scan config needs from a store: (score × m_HH) histograms of its methods and samples.
 
-    def samples(self) -> list[str]:
-        return self.store.samples
+    signal_sample: a sample with kappa_terms (N, 3); or signal_samples ((name, κλ), ...) morphed from their
+    `weight`; background samples use `weight`. score_edges (K+1,), mhh_edges (B+1,).
+    """
 
-    def attrs(self, sample: str | None = None) -> dict:
-        return self.store.attrs if sample is None else self.store.sample_attrs(sample)
+    store: str
+    methods: tuple[str, ...]
+    signal_sample: str | None
+    signal_samples: tuple[tuple[str, float], ...]
+    background: tuple[str, ...]
+    score_edges: tuple[float, ...]
+    mhh_edges: tuple[float, ...]
 
-    def methods(self, sample: str) -> list[str]:
-        columns = set(self.store.columns(sample))
-        return [m for m in self.store.methods(sample) if f"{m}/score" in columns and f"{m}/m_hh" in columns]
+    def signal_names(self) -> list[str]:
+        return [self.signal_sample] if self.signal_sample else [name for name, _ in self.signal_samples]
 
-    def require_sample(self, sample: str) -> None:
-        if sample not in self.samples():
-            raise DataError(self.path, sample, f"no such sample in the store; it has {self.samples()}")
 
-    def require_method(self, sample: str, method: str) -> None:
-        if method not in self.methods(sample):
+def _columns_of(kind: str, read: Callable[[str], np.ndarray], n: int) -> np.ndarray:
+    """The weight columns of one job: background (N, 3) w, w², 1; terms (N, 4) T0..T2, 1; weight (N, 2) w, 1."""
+    ones = np.ones((n, 1))
+    if kind == "terms":
+        return np.concatenate([read("kappa_terms"), ones], axis=1)
+    w = read("weight")[:, None]
+    return (
+        np.concatenate([w, w * w, ones], axis=1)
+        if kind == "background"
+        else np.concatenate([w, ones], axis=1)
+    )
+
+
+def histogram_store_chunk(
+    store: str, sample: str, start: int, stop: int, jobs: dict[int, tuple[str, str, int]], edges: list
+) -> dict:
+    """One task on a worker: read rows [start, stop) of one sample (one Zarr chunk) and histogram every job.
+
+    jobs: {job id: (method, kind, edges index)}; edges: [(score_edges, mhh_edges), ...]. Each column is read
+    once for all jobs. Returns {"parts": {job id: part}, "readers": {"<host>:<pid>": 1}}, a part being the
+    (C, K, B) histogram with the score range and the count of non-finite scores.
+    """
+    import socket
+
+    from spanet2.events.store import open_store
+
+    opened = open_store(store)
+    cache: dict[str, np.ndarray] = {}
+
+    def read(column: str) -> np.ndarray:
+        if column not in cache:
+            cache[column] = np.asarray(opened.array(sample, column)[start:stop])
+        return cache[column]
+
+    parts = {}
+    for job, (method, kind, e) in jobs.items():
+        score_edges, mhh_edges = edges[e]
+        parts[job] = _chunk_histogram(
+            read(f"{method}/score"),
+            read(f"{method}/m_hh"),
+            _columns_of(kind, read, stop - start),
+            score_edges,
+            mhh_edges,
+        )
+    return {"parts": parts, "readers": {f"{socket.gethostname()}:{os.getpid()}": 1}}
+
+
+def combine_chunk_histograms(*results: dict) -> dict:
+    """Sum partial results of `histogram_store_chunk` (a reduce task): histograms add, ranges widen."""
+    parts: dict[int, dict] = {}
+    readers: dict[str, int] = {}
+    for res in results:
+        for job, part in res["parts"].items():
+            parts[job] = part if job not in parts else _combine([parts[job], part])
+        for who, n in res["readers"].items():
+            readers[who] = readers.get(who, 0) + n
+    return {"parts": parts, "readers": readers}
+
+
+def _check_columns(store, request: HistogramRequest, sample: str, kind: str) -> int:
+    """Metadata only (no chunk is read here): sample, method columns, shapes. Returns the sample's length."""
+    path = request.store
+    if sample not in store.samples:
+        raise DataError(path, sample, f"no such sample in the store; it has {store.samples}")
+    columns = set(store.columns(sample))
+    methods = [m for m in store.methods(sample) if f"{m}/score" in columns and f"{m}/m_hh" in columns]
+    n = None
+    needed = [("kappa_terms", 2)] if kind == "terms" else [("weight", 1)]
+    for method in request.methods:
+        if method not in methods:
             raise DataError(
-                self.path,
+                path,
                 f"{sample}/{method}",
                 f"the store has no method {method!r} (with score and m_hh) for sample {sample!r}; "
-                f"methods there: {self.methods(sample)}",
+                f"methods there: {methods}",
             )
-
-    def array(self, sample: str, column: str, *, ndim: int, length: int | None = None):
-        import dask.array as da
-
-        key = f"{sample}/{column}"
-        if key not in self._cache:
-            arr = self.store.array(sample, column)
-            if arr.ndim != ndim or (ndim == 2 and arr.shape[1] != 3):
-                want = "(N,)" if ndim == 1 else "(N, 3)"
-                raise DataError(self.path, key, f"expected shape {want}, found {tuple(arr.shape)}")
-            chunks = (READ_CHUNK,) if ndim == 1 else (READ_CHUNK, 3)
-            self._cache[key] = da.from_zarr(arr).rechunk(chunks)
-        out = self._cache[key]
-        if length is not None and out.shape[0] != length:
-            raise DataError(self.path, key, f"has {out.shape[0]} rows; the sample has {length} events")
-        return out
+        needed += [(f"{method}/score", 1), (f"{method}/m_hh", 1)]
+    for column, ndim in needed:
+        shape = tuple(store.array(sample, column).shape)
+        if len(shape) != ndim or (ndim == 2 and shape[1] != 3):
+            want = "(N,)" if ndim == 1 else "(N, 3)"
+            raise DataError(path, f"{sample}/{column}", f"expected shape {want}, found {shape}")
+        if n is None:
+            n = shape[0]
+        elif shape[0] != n:
+            raise DataError(path, f"{sample}/{column}", f"has {shape[0]} rows; the sample has {n} events")
+    return int(n or 0)
 
 
-def _histogram_blocks(score, mhh, weights, score_edges, mhh_edges):
-    """A delayed (C, K, B) histogram summed over aligned blocks of Dask arrays."""
-    import dask
+def read_histograms(
+    requests: Sequence[HistogramRequest], runner: TaskRunner
+) -> list[tuple[dict[str, MethodHistograms], dict]]:
+    """Histogram (score × m_HH) of every method of every request in one pass over the stores' chunks.
 
-    chunk = dask.delayed(_chunk_histogram, pure=True)
-    parts = [
-        chunk(s, m, w, score_edges, mhh_edges)
-        for s, m, w in zip(
-            score.to_delayed().ravel(), mhh.to_delayed().ravel(), weights.to_delayed().ravel(), strict=True
-        )
+    The driver reads only metadata; each Zarr chunk of each sample is one task on a worker (every column
+    read once for all requests that need it), and the partial histograms are summed by a tree of reduce
+    tasks, so memory stays flat as the store grows. Returns, per request, ({method: MethodHistograms},
+    store info: root attrs, the signal sample's attrs, and `readers` {"host:pid": chunks read there}).
+    DataError names the store and dataset at fault (missing sample, method, column; scores outside [0, 1]).
+    """
+    from spanet2.events.store import open_store
+
+    edges: list[tuple[np.ndarray, np.ndarray]] = []
+    edge_ids: dict[tuple, int] = {}
+    jobs: dict[tuple, int] = {}  # (store, sample, method, kind, edges id) → job id
+    per_sample: dict[tuple[str, str], dict[int, tuple[str, str, int]]] = {}
+    lengths: dict[tuple[str, str], tuple[int, int]] = {}
+    stores = {}
+    for request in requests:
+        if request.store not in stores:
+            stores[request.store] = open_store(request.store)
+        key = (request.score_edges, request.mhh_edges)
+        if key not in edge_ids:
+            edge_ids[key] = len(edges)
+            edges.append((np.asarray(request.score_edges), np.asarray(request.mhh_edges)))
+        for sample in [*request.signal_names(), *request.background]:
+            kind = (
+                "background"
+                if sample in request.background
+                else ("terms" if request.signal_sample else "weight")
+            )
+            n = _check_columns(stores[request.store], request, sample, kind)
+            chunk = int(stores[request.store].array(sample, f"{request.methods[0]}/score").chunks[0])
+            lengths[(request.store, sample)] = (n, chunk)
+            for method in request.methods:
+                job_key = (request.store, sample, method, kind, edge_ids[key])
+                if job_key not in jobs:
+                    jobs[job_key] = len(jobs)
+                per_sample.setdefault((request.store, sample), {})[jobs[job_key]] = (
+                    method,
+                    kind,
+                    edge_ids[key],
+                )
+    calls = [
+        (store, sample, start, min(start + chunk, n), sample_jobs, edges)
+        for (store, sample), sample_jobs in per_sample.items()
+        for n, chunk in [lengths[(store, sample)]]
+        for start in range(0, n, chunk)
     ]
-    return dask.delayed(_combine, pure=True)(parts)
+    total = runner.tree_reduce(
+        histogram_store_chunk, calls, combine_chunk_histograms, description="store chunks"
+    )
+    logger.info("store read in %d chunk tasks by %s", len(calls), total["readers"])
+    out = []
+    for request in requests:
+        e = edge_ids[(request.score_edges, request.mhh_edges)]
+
+        def part(sample: str, method: str, request=request, e=e) -> dict:
+            kind = (
+                "background"
+                if sample in request.background
+                else ("terms" if request.signal_sample else "weight")
+            )
+            found = total["parts"].get(jobs[(request.store, sample, method, kind, e)])
+            if found is None:  # an empty sample: nothing to read
+                n_cols = {"background": 3, "terms": 4, "weight": 2}[kind]
+                shape = (n_cols, len(request.score_edges) - 1, len(request.mhh_edges) - 1)
+                found = {"hist": np.zeros(shape), "min": np.inf, "max": -np.inf, "bad": 0}
+            return found
+
+        out.append(_assemble(request, part, stores[request.store], total["readers"]))
+    return out
+
+
+def _assemble(request: HistogramRequest, part: Callable[[str, str], dict], store, readers: dict) -> tuple:
+    sig_names = request.signal_names()
+    hists: dict[str, MethodHistograms] = {}
+    for method in request.methods:
+        for sample in [*sig_names, *request.background]:
+            p = part(sample, method)
+            if p["min"] < 0.0 or p["max"] > 1.0:
+                raise DataError(
+                    request.store,
+                    f"{sample}/{method}/score",
+                    f"scores must be probabilities in [0, 1]; found range [{p['min']:.4g}, {p['max']:.4g}]",
+                )
+            if p["bad"]:
+                logger.warning(
+                    "%s: %d events of %s have no finite %s score; they are never selected",
+                    request.store,
+                    p["bad"],
+                    sample,
+                    method,
+                )
+        bkg = np.sum([part(s, method)["hist"] for s in request.background], axis=0)  # (3, K, B)
+        if request.signal_sample:
+            sig = part(request.signal_sample, method)["hist"]  # (4, K, B)
+            terms, count = sig[:3], sig[3]
+        else:
+            per_sample = np.stack([part(name, method)["hist"][0] for name, _ in request.signal_samples])
+            terms = morph_terms([k for _, k in request.signal_samples], per_sample)  # (3, K, B)
+            count = np.sum([part(name, method)["hist"][1] for name, _ in request.signal_samples], axis=0)
+        hists[method] = MethodHistograms(
+            method,
+            np.asarray(request.score_edges),
+            np.asarray(request.mhh_edges),
+            terms,
+            bkg[0],
+            bkg[1],
+            count,
+            bkg[2],
+        )
+    info = {
+        "root_attrs": _jsonable(store.attrs),
+        "signal_attrs": _jsonable(store.sample_attrs(sig_names[0])) if sig_names else {},
+        "readers": dict(readers),
+    }
+    return hists, info
 
 
 def read_method_histograms(
@@ -124,104 +296,54 @@ def read_method_histograms(
     background: Sequence[str],
     score_edges: np.ndarray,
     mhh_edges: np.ndarray,
+    client: Any = None,
 ) -> tuple[dict[str, MethodHistograms], dict]:
-    """Histogram (score × m_HH) of every method from the store in one Dask computation.
-
-    The signal comes from `signal_sample` (column kappa_terms (N,3) fb) or is morphed from
-    `signal_samples` [(name, κλ), ...] (column weight). Background samples use `weight`. Returns
-    ({method: MethodHistograms}, store info: root attrs and the signal sample's attrs). DataError names the
-    store and the dataset path at fault (missing sample, method, column; scores outside [0, 1]).
-    """
-    import dask
-    import dask.array as da
-
-    reader = _StoreReader(store)
-    sig_names = [signal_sample] if signal_sample else [name for name, _ in signal_samples]
-    for sample in [*sig_names, *background]:
-        reader.require_sample(sample)
-        for method in methods:
-            reader.require_method(sample, method)
-    graph: dict[tuple[str, str], Any] = {}
-    for method in methods:
-        for sample in [*sig_names, *background]:
-            score = reader.array(sample, f"{method}/score", ndim=1)
-            n = score.shape[0]
-            mhh = reader.array(sample, f"{method}/m_hh", ndim=1, length=n)
-            ones = da.ones((n, 1), chunks=(READ_CHUNK, 1))
-            if sample in background:
-                w = reader.array(sample, "weight", ndim=1, length=n)[:, None]
-                columns = da.concatenate([w, w * w, ones], axis=1)  # (N, 3): weight, weight², count
-            elif signal_sample:
-                terms = reader.array(sample, "kappa_terms", ndim=2, length=n)
-                columns = da.concatenate([terms, ones], axis=1)  # (N, 4): T0, T1, T2, count
-            else:
-                w = reader.array(sample, "weight", ndim=1, length=n)[:, None]
-                columns = da.concatenate([w, ones], axis=1)  # (N, 2): weight at the sample's κλ, count
-            columns = columns.rechunk((READ_CHUNK, columns.shape[1]))
-            graph[(method, sample)] = _histogram_blocks(score, mhh, columns, score_edges, mhh_edges)
-    keys = list(graph)
-    computed = dict(zip(keys, dask.compute(*[graph[k] for k in keys]), strict=True))
-    out: dict[str, MethodHistograms] = {}
-    for method in methods:
-        for sample in [*sig_names, *background]:
-            part = computed[(method, sample)]
-            if part["min"] < 0.0 or part["max"] > 1.0:
-                raise DataError(
-                    store,
-                    f"{sample}/{method}/score",
-                    f"scores must be probabilities in [0, 1]; found range "
-                    f"[{part['min']:.4g}, {part['max']:.4g}]",
-                )
-            if part["bad"]:
-                logger.warning(
-                    "%s: %d events of %s have no finite %s score; they are never selected",
-                    store,
-                    part["bad"],
-                    sample,
-                    method,
-                )
-        bkg = np.sum([computed[(method, s)]["hist"] for s in background], axis=0)  # (3, K, B)
-        if signal_sample:
-            sig = computed[(method, signal_sample)]["hist"]  # (4, K, B)
-            terms, count = sig[:3], sig[3]
-        else:
-            per_sample = np.stack(
-                [computed[(method, name)]["hist"][0] for name, _ in signal_samples]
-            )  # (S, K, B)
-            terms = morph_terms([k for _, k in signal_samples], per_sample)  # (3, K, B)
-            count = np.sum([computed[(method, name)]["hist"][1] for name, _ in signal_samples], axis=0)
-        out[method] = MethodHistograms(
-            method, np.asarray(score_edges), np.asarray(mhh_edges), terms, bkg[0], bkg[1], count, bkg[2]
-        )
-    info = {
-        "root_attrs": _jsonable(reader.attrs()),
-        "signal_attrs": _jsonable(reader.attrs(sig_names[0])) if sig_names else {},
-    }
-    return out, info
+    """`read_histograms` for one store and one binning (on `client`'s workers, or here without one)."""
+    request = HistogramRequest(
+        str(store),
+        tuple(methods),
+        signal_sample,
+        tuple((str(n), float(k)) for n, k in signal_samples),
+        tuple(background),
+        tuple(float(x) for x in score_edges),
+        tuple(float(x) for x in mhh_edges),
+    )
+    return read_histograms([request], TaskRunner(client))[0]
 
 
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
+_LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+
+
 @contextlib.contextmanager
-def dask_client(scheduler: str | None = None, *, n_workers: int | None = None) -> Iterator[Any]:
+def dask_client(
+    scheduler: str | None = None, *, n_workers: int | None = None, tls_dir: str | os.PathLike | None = None
+) -> Iterator[Any]:
     """A Dask client for the scan.
 
-    scheduler None or "local": a LocalCluster with one single-threaded worker process per core (dashboard
-    on 127.0.0.1, a free port); "synchronous": no cluster, tasks run in this process (debugging, tiny
-    scans); anything else: the address of a running scheduler (tcp://host:port, or a scheduler file path).
+    scheduler None or "local": a LocalCluster on 127.0.0.1 with one single-threaded worker process per core,
+    its links secured by temporary TLS certificates (other users of the node cannot join), dashboard on
+    127.0.0.1 (a free port); "synchronous": no cluster, tasks run in this process (debugging, tiny scans);
+    anything else: the address of a running scheduler (tls://host:port, tcp://…, or a scheduler file),
+    with the credentials in `tls_dir` (written by `python -m spanet2.stats.security DIR`, as
+    `slurm/scan.sh` does).
     """
     if scheduler == "synchronous":
         yield None
         return
     from distributed import Client, LocalCluster
 
+    from spanet2.stats.security import load_security, temporary_security
+
     if not logger.isEnabledFor(logging.DEBUG):  # worker start/stop chatter only with -v
         logging.getLogger("distributed").setLevel(logging.WARNING)
 
     if scheduler in (None, "local"):
         workers = n_workers or max(1, min(os.cpu_count() or 1, 8))
+        security = temporary_security()
         with (
             LocalCluster(
                 n_workers=workers,
@@ -229,17 +351,29 @@ def dask_client(scheduler: str | None = None, *, n_workers: int | None = None) -
                 processes=True,
                 dashboard_address="127.0.0.1:0",
                 host="127.0.0.1",
+                protocol="tls",
+                security=security,
             ) as cluster,
-            Client(cluster) as client,
+            Client(cluster, security=security) as client,
         ):
             logger.info("Dask LocalCluster with %d workers; dashboard %s", workers, client.dashboard_link)
             yield client
         return
+    security = load_security(tls_dir) if tls_dir is not None else None
+    address = _scheduler_address(scheduler)
+    if address.startswith("tls://") and security is None:
+        raise InputError(
+            "--scheduler", scheduler, "the scheduler speaks TLS; give its credentials with --tls-dir DIR"
+        )
+    if address.startswith("tcp://") and not address[len("tcp://") :].startswith(_LOOPBACK):
+        logger.warning(
+            "%s: an unencrypted scheduler beyond 127.0.0.1; anyone who reaches it runs code", address
+        )
     try:
         if os.path.isfile(scheduler):
-            client = Client(scheduler_file=scheduler, timeout="30s")
+            client = Client(scheduler_file=scheduler, timeout="30s", security=security)
         else:
-            client = Client(scheduler, timeout="30s")
+            client = Client(scheduler, timeout="30s", security=security)
     except (OSError, TimeoutError) as exc:
         raise InputError("--scheduler", scheduler, f"cannot connect to the Dask scheduler: {exc}") from None
     try:
@@ -257,6 +391,16 @@ def dask_client(scheduler: str | None = None, *, n_workers: int | None = None) -
         yield client
     finally:
         client.close()
+
+
+def _scheduler_address(scheduler: str) -> str:
+    """The address a scheduler argument points at (read from a scheduler file)."""
+    if os.path.isfile(scheduler):
+        try:
+            return str(json.loads(Path(scheduler).read_text())["address"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise InputError("--scheduler", scheduler, "not a Dask scheduler file (no address)") from None
+    return scheduler
 
 
 class PointLog:
@@ -303,38 +447,86 @@ def point_key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def run_tasks(
-    client: Any,
-    func: Callable[..., list[dict]],
-    shared: Any,
-    task_args: list[tuple],
-    on_done: Callable[[list[dict]], None],
-    *,
-    description: str = "points",
-) -> None:
-    """Run func(shared, *args) for each args tuple; call on_done(result) as each finishes (any order).
+class TaskRunner:
+    """Runs the scan's tasks on a Dask client's workers, or here in order when client is None.
 
-    With a client the (small) shared input is scattered once to every worker, then tasks are mapped;
-    without one they run here in order. Progress is shown with rich.
+    The driver only plans (argument tuples) and collects (results in submission order, or each as it
+    finishes through on_done). Progress is shown with rich on a terminal.
     """
-    from rich.progress import Progress
 
-    if not task_args:
-        return
-    with Progress(transient=True, disable=not _interactive()) as progress:
-        bar = progress.add_task(description, total=len(task_args))
-        if client is None:
-            for args in task_args:
-                on_done(func(shared, *args))
+    def __init__(self, client: Any):
+        self.client = client
+
+    def share(self, obj: Any) -> Any:
+        """Send a (small) input to every worker once; tasks receive it in place of the object."""
+        if self.client is None:
+            return obj
+        # in a list: a scattered dict would use its own keys ("templates", ...) as Dask keys, shared by
+        # every config of a batch
+        return self.client.scatter([obj], broadcast=True, hash=False)[0]
+
+    def map(
+        self,
+        func: Callable[..., Any],
+        calls: Sequence[tuple],
+        *,
+        on_done: Callable[[int, Any], None] | None = None,
+        description: str = "tasks",
+    ) -> list[Any]:
+        """[func(*args) for args in calls], run as one task each; on_done(index, result) as each finishes."""
+        from rich.progress import Progress
+
+        results: list[Any] = [None] * len(calls)
+        if not calls:
+            return results
+        with Progress(transient=True, disable=not _interactive()) as progress:
+            bar = progress.add_task(description, total=len(calls))
+            if self.client is None:
+                for i, args in enumerate(calls):
+                    results[i] = func(*args)
+                    if on_done:
+                        on_done(i, results[i])
+                    progress.advance(bar)
+                return results
+            from distributed import as_completed
+
+            futures = [self.client.submit(func, *args, pure=False) for args in calls]
+            index = {f.key: i for i, f in enumerate(futures)}
+            for future in as_completed(futures):
+                i = index[future.key]
+                results[i] = future.result()
+                if on_done:
+                    on_done(i, results[i])
                 progress.advance(bar)
-            return
-        from distributed import as_completed
+                future.release()
+        return results
 
-        shared_future = client.scatter(shared, broadcast=True)
-        futures = [client.submit(func, shared_future, *args, pure=False) for args in task_args]
-        for future in as_completed(futures):
-            on_done(future.result())
-            progress.advance(bar)
+    def tree_reduce(
+        self,
+        func: Callable[..., Any],
+        calls: Sequence[tuple],
+        combine: Callable[..., Any],
+        *,
+        description: str = "tasks",
+    ) -> Any:
+        """combine(*[func(*args) for args in calls]) as a tree: reduce tasks of `_REDUCE_FAN_IN` inputs run
+        on the workers while other leaves still run; only the final result comes back to the driver.
+        Without a client the leaves are folded in one at a time (memory of two partial results)."""
+        if self.client is None:
+            total = combine()
+            for args in calls:
+                total = combine(total, func(*args))
+            return total
+        level = [self.client.submit(func, *args, pure=False) for args in calls]
+        while len(level) > 1:
+            level = [
+                self.client.submit(combine, *level[i : i + _REDUCE_FAN_IN], pure=False)
+                for i in range(0, len(level), _REDUCE_FAN_IN)
+            ]
+        if not level:
+            return combine()
+        logger.debug("%s: %d leaf tasks, reduced in a tree", description, len(calls))
+        return level[0].result()
 
 
 def _interactive() -> bool:

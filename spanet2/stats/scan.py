@@ -1,4 +1,5 @@
-"""The κλ scan and the luminosity scan: store → templates → grid points on Dask (resumable) → intervals → files."""
+"""The κλ scan and the luminosity scan: client → store chunks on the workers → templates → grid points,
+refinement and equivalent-luminosity solves as Dask tasks (resumable) → intervals → files."""
 
 from __future__ import annotations
 
@@ -20,20 +21,35 @@ from spanet2.stats.likelihood import KappaLikelihood
 from spanet2.stats.luminosity import (
     EQUIVALENT_QUANTITIES,
     IntervalSettings,
-    equivalent_luminosities,
+    equivalent_entry,
     intervals_at,
+    solve_equivalent,
+    target_reason,
 )
-from spanet2.stats.parallel import PointLog, dask_client, point_key, read_method_histograms, run_tasks
+from spanet2.stats.parallel import (
+    HistogramRequest,
+    PointLog,
+    TaskRunner,
+    dask_client,
+    point_key,
+    read_histograms,
+)
 from spanet2.stats.signal_model import SM_SIGMA_RATIO_14_OVER_13, curve_coefficients, term_scale_factors
 
 __all__ = [
     "ScanResult",
+    "equivalent_task",
     "evaluate_grid_chunk",
-    "format_interval_table",
+    "evaluate_lumi_point",
+    "finish_point",
     "format_equivalent_table",
+    "format_interval_table",
     "prepare_templates",
+    "prepare_templates_batch",
     "run_lumi",
     "run_scan",
+    "run_scans",
+    "write_patchsets",
 ]
 
 logger = logging.getLogger(__name__)
@@ -134,21 +150,21 @@ def _scale_factors(config: ScanConfig, info: dict) -> tuple[np.ndarray, dict]:
     }
 
 
-def prepare_templates(config: ScanConfig) -> tuple[dict[str, Templates], dict[str, str], dict]:
-    """Read the store once (Dask), normalise the signal, apply each method's selection.
-
-    Returns (templates per method, selection description per method, normalisation record).
-    """
+def _histogram_request(config: ScanConfig) -> HistogramRequest:
     thresholds = [m.threshold for m in config.methods if m.threshold != "best"]
-    hists, info = read_method_histograms(
+    return HistogramRequest(
         config.store,
-        [m.name for m in config.methods],
-        signal_sample=config.signal.sample,
-        signal_samples=config.signal.samples,
-        background=config.background,
-        score_edges=score_edges_with(thresholds),
-        mhh_edges=np.asarray(config.mhh_edges),
+        tuple(m.name for m in config.methods),
+        config.signal.sample if not config.signal.samples else None,
+        tuple(config.signal.samples),
+        tuple(config.background),
+        tuple(score_edges_with(thresholds).tolist()),
+        tuple(float(x) for x in config.mhh_edges),
     )
+
+
+def _select(config: ScanConfig, hists: dict, info: dict) -> tuple[dict[str, Templates], dict[str, str], dict]:
+    """Normalise the signal and apply each method's selection (driver: small histograms only)."""
     factors, norm = _scale_factors(config, info)
     templates, selection = {}, {}
     for spec in config.methods:
@@ -182,17 +198,57 @@ def prepare_templates(config: ScanConfig) -> tuple[dict[str, Templates], dict[st
             tpl.n_signal_mc,
             tpl.n_background_mc,
         )
+    norm["readers"] = info.get("readers", {})
     return templates, selection, norm
 
 
+def prepare_templates_batch(
+    configs: list[ScanConfig], runner: TaskRunner
+) -> list[tuple[dict[str, Templates], dict[str, str], dict]]:
+    """One pass over the stores' chunks (on the runner's workers) for every config, then each selection."""
+    read = read_histograms([_histogram_request(c) for c in configs], runner)
+    return [_select(config, hists, info) for config, (hists, info) in zip(configs, read, strict=True)]
+
+
+def prepare_templates(
+    config: ScanConfig, client: Any = None
+) -> tuple[dict[str, Templates], dict[str, str], dict]:
+    """Read the store (its chunks on `client`'s workers; here without one), normalise the signal, apply
+    each method's selection. Returns (templates per method, selection description per method,
+    normalisation record, which also names the processes that read the chunks under "readers")."""
+    return prepare_templates_batch([config], TaskRunner(client))[0]
+
+
 # ------------------------------------------------------------------------------------------ dask tasks
+def _shared(config: ScanConfig, templates: dict[str, Templates]) -> dict:
+    """What every task of one config needs (small: templates and settings); scattered once."""
+    return {
+        "templates": templates,
+        "likelihood": config.likelihood,
+        "statistics": config.statistics,
+        "grid": list(config.kappa_grid),
+        "pl_threshold": config.pl_threshold,
+        "cls_level": config.cls_level,
+    }
+
+
+def _settings_from(shared: dict, statistics: tuple[str, ...] | None = None) -> IntervalSettings:
+    return IntervalSettings(
+        shared["grid"],
+        shared["likelihood"],
+        pl_threshold=shared["pl_threshold"],
+        cls_level=shared["cls_level"],
+        statistics=statistics or shared["statistics"],
+    )
+
+
 def evaluate_grid_chunk(
     shared: dict, method: str, lumi_ifb: float, kappas: list[float], keys: list[str]
 ) -> list[dict]:
     """One Dask task: −2 ln L and CLs at a few κλ points of one method and luminosity → JSONL records."""
     model = KappaLikelihood(shared["templates"][method], lumi_ifb, shared["likelihood"])
     kappa = np.asarray(kappas, dtype=np.float64)
-    nll = model.twice_nll(kappa)
+    nll = model.twice_nll(kappa) if "pl" in shared["statistics"] else np.full(kappa.size, np.nan)
     cls = model.cls(kappa) if "cls" in shared["statistics"] else np.full(kappa.size, np.nan)
     return [
         {
@@ -207,16 +263,39 @@ def evaluate_grid_chunk(
     ]
 
 
+def finish_point(shared: dict, method: str, lumi_ifb: float, nll: list[float], cls: list[float]) -> dict:
+    """One Dask task: from the grid values of one method and luminosity, the intervals (every crossing
+    refined by root finding) and the curves for the plots (10 points per grid step where points are closed
+    forms; the grid itself where each point is a pyhf fit)."""
+    settings = _settings_from(shared)
+    grid = settings.grid
+    nll_a, cls_a = np.asarray(nll), np.asarray(cls)
+    found = intervals_at(
+        shared["templates"][method], lumi_ifb, settings, grid_values={"twice_nll": nll_a, "cls": cls_a}
+    )
+    model = KappaLikelihood(shared["templates"][method], lumi_ifb, shared["likelihood"])
+    fine = np.linspace(grid[0], grid[-1], 10 * (grid.size - 1) + 1)
+    curves: dict[str, Any] = {}
+    if "pl" in settings.statistics:
+        _, kappa_min, best = delta_twice_nll(model, grid, nll_a)
+        kappa_pl = grid if model.uses_pyhf("pl") else fine
+        curves.update(
+            kappa=kappa_pl.tolist(),
+            delta_twice_nll=((nll_a if kappa_pl is grid else model.twice_nll(fine)) - best).tolist(),
+            kappa_at_minimum=kappa_min,
+        )
+    if "cls" in settings.statistics:
+        kappa_cls = grid if model.uses_pyhf("cls") else fine
+        curves.update(
+            kappa_cls=kappa_cls.tolist(),
+            cls=(cls_a if kappa_cls is grid else model.cls(fine)).tolist(),
+        )
+    return {"intervals": {s: iv.to_dict() for s, iv in found.items()}, "curves": curves}
+
+
 def evaluate_lumi_point(shared: dict, method: str, lumi_ifb: float, key: str) -> list[dict]:
     """One Dask task of a luminosity scan: both intervals of one method at one luminosity."""
-    settings = IntervalSettings(
-        shared["grid"],
-        shared["likelihood"],
-        pl_threshold=shared["pl_threshold"],
-        cls_level=shared["cls_level"],
-        statistics=shared["statistics"],
-    )
-    found = intervals_at(shared["templates"][method], lumi_ifb, settings)
+    found = intervals_at(shared["templates"][method], lumi_ifb, _settings_from(shared))
     return [
         {
             "key": key,
@@ -227,22 +306,21 @@ def evaluate_lumi_point(shared: dict, method: str, lumi_ifb: float, key: str) ->
     ]
 
 
+def equivalent_task(
+    shared: dict, method: str, lumi_ifb: float, stat: str, what: str, target: float | None, why: str | None
+) -> tuple[float | None, str | None]:
+    """One Dask task: one equivalent-luminosity solve (method × L × statistic × width/lower/upper)."""
+    return solve_equivalent(
+        shared["templates"][method], _settings_from(shared, (stat,)), lumi_ifb, stat, what, target, why
+    )
+
+
 def _interval_from_dict(d: dict) -> Interval:
     return Interval(d["statistic"], d["lower"], d["upper"], [tuple(p) for p in d["pieces"]], tuple(d["grid"]))
 
 
 def _settings_key(config: ScanConfig) -> dict:
     return {"likelihood": repr(config.likelihood), "statistics": config.statistics}
-
-
-def _interval_settings(config: ScanConfig) -> IntervalSettings:
-    return IntervalSettings(
-        config.kappa_grid,
-        config.likelihood,
-        pl_threshold=config.pl_threshold,
-        cls_level=config.cls_level,
-        statistics=config.statistics,
-    )
 
 
 def _require_closed(result: ScanResult) -> None:
@@ -266,6 +344,201 @@ def _require_closed(result: ScanResult) -> None:
                     )
 
 
+# ------------------------------------------------------------------------------------------ batch
+@dataclass
+class _Job:
+    """One config of a batch on the shared cluster: its result, point log and scattered inputs."""
+
+    config: ScanConfig
+    out_dir: Path
+    log: PointLog
+    result: ScanResult
+    shared: Any = None
+
+
+def _check_outputs(configs: list[ScanConfig], outputs: list[Path]) -> None:
+    seen: dict[Path, str | None] = {}
+    for config, out in zip(configs, outputs, strict=True):
+        key = out.resolve()
+        if key in seen:
+            raise InputError(
+                config.path,
+                "output",
+                f"{out} is also the output of {seen[key] or 'another config'}; give each config its own output",
+            )
+        seen[key] = config.path
+
+
+def run_scans(
+    configs: list[ScanConfig],
+    *,
+    kind: str = "scan",
+    outputs: list[str | Path | None] | None = None,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    tls_dir: str | Path | None = None,
+    workspace_dir: str | Path | None = None,
+    workspace_kappas: tuple[float, ...] = (1.0,),
+    patchset_dir: str | Path | None = None,
+    plots: bool = True,
+) -> list[ScanResult]:
+    """`spanet2 scan` / `spanet2 lumi` for many configs on one cluster with one pass over the store(s).
+
+    The client is opened first; the stores' chunks are histogrammed on the workers for every method of
+    every config; then grid points (resumable: <output>/points.jsonl), crossing refinement + curves, and
+    every equivalent-luminosity solve run as tasks; the driver plans and collects. Each config writes its
+    own results.json (+ provenance), tables.md, plots and, on request, workspaces and pyhf PatchSets
+    (one folder per config under patchset_dir when there are several).
+    """
+    outs = [Path(o or c.output) for o, c in zip(outputs or [None] * len(configs), configs, strict=True)]
+    _check_outputs(configs, outs)
+    with dask_client(scheduler, n_workers=n_workers, tls_dir=tls_dir) as client:
+        runner = TaskRunner(client)
+        prepared = prepare_templates_batch(configs, runner)
+        jobs = []
+        for config, out, (templates, selection, norm) in zip(configs, outs, prepared, strict=True):
+            result = ScanResult(kind, config, templates, {}, selection=selection, normalisation=norm)
+            job = _Job(config, out, PointLog(out / "points.jsonl"), result)
+            job.shared = runner.share(_shared(config, templates))
+            jobs.append(job)
+        if kind == "scan":
+            _scan_phases(jobs, runner)
+        else:
+            _lumi_phases(jobs, runner)
+        for job in jobs:
+            _require_closed(job.result)
+        _equivalent_phase(jobs, runner)
+    for i, job in enumerate(jobs):
+        patch_dir = None
+        if patchset_dir is not None:
+            patch_dir = Path(patchset_dir) / (f"{i}_{job.out_dir.name}" if len(jobs) > 1 else "")
+        _write_outputs(job.result, job.out_dir, workspace_dir, workspace_kappas, plots, patch_dir)
+    return [job.result for job in jobs]
+
+
+def _scan_phases(jobs: list[_Job], runner: TaskRunner) -> None:
+    calls, owners = [], []
+    expected: list[dict[tuple[str, float], list[str]]] = []
+    for j, job in enumerate(jobs):
+        config, grid = job.config, np.asarray(job.config.kappa_grid)
+        exp: dict[tuple[str, float], list[str]] = {}
+        for method, tpl in job.result.templates.items():
+            for lumi in config.luminosities:
+                keys = [point_key(tpl.fingerprint(), _settings_key(config), lumi, float(k)) for k in grid]
+                exp[(method, lumi)] = keys
+                missing = [(float(k), key) for k, key in zip(grid, keys, strict=True) if key not in job.log]
+                for start in range(0, len(missing), GRID_CHUNK):
+                    block = missing[start : start + GRID_CHUNK]
+                    calls.append((job.shared, method, lumi, [k for k, _ in block], [key for _, key in block]))
+                    owners.append(j)
+        expected.append(exp)
+        n_total = sum(len(v) for v in exp.values())
+        n_missing = sum(len(c[3]) for c, o in zip(calls, owners, strict=True) if o == j)
+        job.result.computed_points, job.result.reused_points = n_missing, n_total - n_missing
+        logger.info(
+            "%s: %d grid points, %d already finished, %d to compute",
+            config.path or job.out_dir,
+            n_total,
+            n_total - n_missing,
+            n_missing,
+        )
+    runner.map(
+        evaluate_grid_chunk,
+        calls,
+        on_done=lambda i, records: jobs[owners[i]].log.append(records),
+        description="κλ grid points",
+    )
+    finish_calls, finish_keys = [], []
+    for j, job in enumerate(jobs):
+        for (method, lumi), keys in expected[j].items():
+            recs = [job.log.records[k] for k in keys]
+            finish_calls.append(
+                (job.shared, method, lumi, [r["twice_nll"] for r in recs], [r["cls"] for r in recs])
+            )
+            finish_keys.append((j, method, lumi))
+    finished = runner.map(finish_point, finish_calls, description="intervals and curves")
+    for (j, method, lumi), done in zip(finish_keys, finished, strict=True):
+        res = jobs[j].result
+        res.intervals.setdefault(method, {})[lumi] = {
+            s: _interval_from_dict(d) for s, d in done["intervals"].items()
+        }
+        res.curves.setdefault(method, {})[lumi] = done["curves"]
+
+
+def _lumi_phases(jobs: list[_Job], runner: TaskRunner) -> None:
+    calls, owners, expected = [], [], []
+    for j, job in enumerate(jobs):
+        config = job.config
+        lumis = sorted(set(config.lumi_scan) | set(config.luminosities))
+        exp = {}
+        for method, tpl in job.result.templates.items():
+            for lumi in lumis:
+                key = point_key(
+                    "lumi",
+                    tpl.fingerprint(),
+                    _settings_key(config),
+                    list(config.kappa_grid),
+                    config.pl_threshold,
+                    config.cls_level,
+                    lumi,
+                )
+                exp[(method, lumi)] = key
+                if key not in job.log:
+                    calls.append((job.shared, method, lumi, key))
+                    owners.append(j)
+        expected.append(exp)
+        n_missing = owners.count(j)
+        job.result.computed_points, job.result.reused_points = n_missing, len(exp) - n_missing
+    runner.map(
+        evaluate_lumi_point,
+        calls,
+        on_done=lambda i, records: jobs[owners[i]].log.append(records),
+        description="luminosity points",
+    )
+    for j, job in enumerate(jobs):
+        for (method, lumi), key in expected[j].items():
+            per = {s: _interval_from_dict(d) for s, d in job.log.records[key]["intervals"].items()}
+            job.result.intervals.setdefault(method, {})[lumi] = per
+
+
+def _equivalent_phase(jobs: list[_Job], runner: TaskRunner) -> None:
+    """Every equivalent-luminosity solve (method × L × statistic × width/lower/upper) as one task."""
+    calls, where = [], []
+    for j, job in enumerate(jobs):
+        ref = job.config.equivalent_reference
+        if not ref:
+            continue
+        for method in job.result.templates:
+            if method == ref:
+                continue
+            for lumi in job.config.luminosities:
+                for stat, interval in job.result.intervals[ref][lumi].items():
+                    for what in EQUIVALENT_QUANTITIES:
+                        target = getattr(interval, what)
+                        calls.append(
+                            (
+                                job.shared,
+                                method,
+                                lumi,
+                                stat,
+                                what,
+                                target,
+                                target_reason(interval, what, lumi),
+                            )
+                        )
+                        where.append((j, method, lumi, stat, what))
+    solved = runner.map(equivalent_task, calls, description="equivalent luminosities")
+    grouped: dict[tuple, dict[str, tuple]] = {}
+    for (j, method, lumi, stat, what), value in zip(where, solved, strict=True):
+        grouped.setdefault((j, method, lumi, stat), {})[what] = tuple(value)
+    for (j, method, lumi, stat), by_what in grouped.items():
+        res = jobs[j].result
+        ref_interval = res.intervals[jobs[j].config.equivalent_reference][lumi][stat]
+        res.equivalent.setdefault(method, {}).setdefault(lumi, {})[stat] = equivalent_entry(
+            ref_interval, by_what
+        )
+
+
 # ------------------------------------------------------------------------------------------ κλ scan
 def run_scan(
     config: ScanConfig,
@@ -273,80 +546,27 @@ def run_scan(
     output: str | Path | None = None,
     scheduler: str | None = None,
     n_workers: int | None = None,
+    tls_dir: str | Path | None = None,
     workspace_dir: str | Path | None = None,
     workspace_kappas: tuple[float, ...] = (1.0,),
+    patchset_dir: str | Path | None = None,
     plots: bool = True,
 ) -> ScanResult:
-    """`spanet2 scan`: intervals of every method at every configured luminosity (+ equivalent luminosity).
-
-    Grid points are Dask tasks; each finished point is appended to <output>/points.jsonl and a rerun
-    computes only the missing ones. Writes results.json (+ provenance), tables.md, plots, workspaces.
-    """
-    out_dir = Path(output or config.output)
-    log = PointLog(out_dir / "points.jsonl")
-    templates, selection, norm = prepare_templates(config)
-    grid = np.asarray(config.kappa_grid)
-    todo: list[tuple] = []
-    expected: dict[tuple[str, float], list[str]] = {}
-    for method, tpl in templates.items():
-        for lumi in config.luminosities:
-            keys = [point_key(tpl.fingerprint(), _settings_key(config), lumi, float(k)) for k in grid]
-            expected[(method, lumi)] = keys
-            missing = [(float(k), key) for k, key in zip(grid, keys, strict=True) if key not in log]
-            for start in range(0, len(missing), GRID_CHUNK):
-                block = missing[start : start + GRID_CHUNK]
-                todo.append((method, lumi, [k for k, _ in block], [key for _, key in block]))
-    n_total = sum(len(v) for v in expected.values())
-    n_missing = sum(len(t[2]) for t in todo)
-    result = ScanResult(
-        "scan",
-        config,
-        templates,
-        {},
-        selection=selection,
-        normalisation=norm,
-        computed_points=n_missing,
-        reused_points=n_total - n_missing,
-    )
-    logger.info(
-        "scan: %d grid points, %d already finished, %d to compute", n_total, n_total - n_missing, n_missing
-    )
-    shared = {"templates": templates, "likelihood": config.likelihood, "statistics": config.statistics}
-    if todo:
-        with dask_client(scheduler, n_workers=n_workers) as client:
-            run_tasks(client, evaluate_grid_chunk, shared, todo, log.append, description="κλ grid points")
-    settings = _interval_settings(config)
-    for (method, lumi), keys in expected.items():
-        recs = [log.records[k] for k in keys]
-        nll = np.array([r["twice_nll"] for r in recs])
-        cls = np.array([r["cls"] for r in recs])
-        result.intervals.setdefault(method, {})[lumi] = intervals_at(
-            templates[method], lumi, settings, grid_values={"twice_nll": nll, "cls": cls}
-        )
-        model = KappaLikelihood(templates[method], lumi, config.likelihood)
-        _, kappa_min, best = delta_twice_nll(model, grid, nll)
-        # curves for the plots: 10 points per grid step where a point costs nothing (closed forms)
-        fine = np.linspace(grid[0], grid[-1], 10 * (grid.size - 1) + 1)
-        kappa_cls = grid if config.likelihood.cls_uses_pyhf() or "cls" not in config.statistics else fine
-        result.curves.setdefault(method, {})[lumi] = {
-            "kappa": fine.tolist(),
-            "delta_twice_nll": (model.twice_nll(fine) - best).tolist(),
-            "kappa_cls": kappa_cls.tolist(),
-            "cls": (cls if kappa_cls is grid else model.cls(fine)).tolist(),
-            "kappa_at_minimum": kappa_min,
-        }
-    _require_closed(result)
-    if config.equivalent_reference:
-        ref = config.equivalent_reference
-        for method, tpl in templates.items():
-            if method == ref:
-                continue
-            for lumi in config.luminosities:
-                result.equivalent.setdefault(method, {})[lumi] = equivalent_luminosities(
-                    templates[ref], tpl, lumi, settings
-                )
-    _write_outputs(result, out_dir, workspace_dir, workspace_kappas, plots)
-    return result
+    """`spanet2 scan` for one config: intervals of every method at every configured luminosity
+    (+ equivalent luminosity); see `run_scans`. Writes results.json (+ provenance), tables.md, plots,
+    workspaces, PatchSets."""
+    return run_scans(
+        [config],
+        kind="scan",
+        outputs=[output],
+        scheduler=scheduler,
+        n_workers=n_workers,
+        tls_dir=tls_dir,
+        workspace_dir=workspace_dir,
+        workspace_kappas=workspace_kappas,
+        patchset_dir=patchset_dir,
+        plots=plots,
+    )[0]
 
 
 # ------------------------------------------------------------------------------------------ L scan
@@ -356,67 +576,21 @@ def run_lumi(
     output: str | Path | None = None,
     scheduler: str | None = None,
     n_workers: int | None = None,
+    tls_dir: str | Path | None = None,
     plots: bool = True,
 ) -> ScanResult:
-    """`spanet2 lumi`: intervals of every method at every luminosity of `lumi_scan` (Δκλ vs L, Fig. 14),
-    and the equivalent luminosity of each method against the reference at the configured luminosities.
-    """
-    out_dir = Path(output or config.output)
-    log = PointLog(out_dir / "points.jsonl")
-    templates, selection, norm = prepare_templates(config)
-    grid_key = list(config.kappa_grid)
-    lumis = sorted(set(config.lumi_scan) | set(config.luminosities))
-    todo, expected = [], {}
-    for method, tpl in templates.items():
-        for lumi in lumis:
-            key = point_key(
-                "lumi",
-                tpl.fingerprint(),
-                _settings_key(config),
-                grid_key,
-                config.pl_threshold,
-                config.cls_level,
-                lumi,
-            )
-            expected[(method, lumi)] = key
-            if key not in log:
-                todo.append((method, lumi, key))
-    result = ScanResult(
-        "lumi",
-        config,
-        templates,
-        {},
-        selection=selection,
-        normalisation=norm,
-        computed_points=len(todo),
-        reused_points=len(expected) - len(todo),
-    )
-    shared = {
-        "templates": templates,
-        "likelihood": config.likelihood,
-        "statistics": config.statistics,
-        "grid": grid_key,
-        "pl_threshold": config.pl_threshold,
-        "cls_level": config.cls_level,
-    }
-    if todo:
-        with dask_client(scheduler, n_workers=n_workers) as client:
-            run_tasks(client, evaluate_lumi_point, shared, todo, log.append, description="luminosity points")
-    for (method, lumi), key in expected.items():
-        per = {s: _interval_from_dict(d) for s, d in log.records[key]["intervals"].items()}
-        result.intervals.setdefault(method, {})[lumi] = per
-    _require_closed(result)
-    if config.equivalent_reference:
-        settings = _interval_settings(config)
-        ref = config.equivalent_reference
-        for method, tpl in templates.items():
-            if method != ref:
-                for lumi in config.luminosities:
-                    result.equivalent.setdefault(method, {})[lumi] = equivalent_luminosities(
-                        templates[ref], tpl, lumi, settings
-                    )
-    _write_outputs(result, out_dir, None, (), plots)
-    return result
+    """`spanet2 lumi` for one config: intervals of every method at every luminosity of `lumi_scan` (Δκλ vs
+    L, Fig. 14), and the equivalent luminosity of each method against the reference at the configured
+    luminosities; see `run_scans`."""
+    return run_scans(
+        [config],
+        kind="lumi",
+        outputs=[output],
+        scheduler=scheduler,
+        n_workers=n_workers,
+        tls_dir=tls_dir,
+        plots=plots,
+    )[0]
 
 
 # ------------------------------------------------------------------------------------------ outputs
@@ -494,12 +668,39 @@ def format_equivalent_table(result: ScanResult) -> str:
     return "\n".join(rows)
 
 
+def write_patchsets(result: ScanResult, directory: str | Path) -> list[Path]:
+    """Per method and luminosity, <directory>/<method>_L<lumi>/{BkgOnly.json, patchset.json}: the pyhf
+    background-only workspace and a PatchSet with one patch per κλ of the grid (HEPData's convention).
+    Returns the folders written."""
+    written = []
+    for method, tpl in result.templates.items():
+        for lumi in result.config.luminosities:
+            model = KappaLikelihood(tpl, lumi, result.config.likelihood)
+            folder = Path(directory) / f"{method}_L{lumi:g}"
+            folder.mkdir(parents=True, exist_ok=True)
+            patchset = model.patchset(
+                np.asarray(result.config.kappa_grid),
+                name=f"{method}_L{lumi:g}",
+                description=f"{result.config.method(method).label}, {lumi:g} fb^-1, sqrt(s) = "
+                f"{result.config.sqrt_s_tev:g} TeV, Asimov data: {result.config.likelihood.asimov}",
+            )
+            for name, spec in (
+                ("BkgOnly.json", model.background_only_workspace()),
+                ("patchset.json", patchset),
+            ):
+                with atomic_path(folder / name) as tmp:
+                    tmp.write_text(json.dumps(spec, indent=1) + "\n")
+            written.append(folder)
+    return written
+
+
 def _write_outputs(
     result: ScanResult,
     out_dir: Path,
     workspace_dir: str | Path | None,
     workspace_kappas: tuple[float, ...],
     plots: bool,
+    patchset_dir: Path | None = None,
 ) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     result.output_dir = out_dir
@@ -522,6 +723,8 @@ def _write_outputs(
                 for kappa in workspace_kappas:
                     with atomic_path(ws_dir / f"{method}_L{lumi:g}_k{kappa:g}.json") as tmp:
                         tmp.write_text(json.dumps(model.workspace(kappa), indent=1) + "\n")
+    if patchset_dir is not None:
+        write_patchsets(result, patchset_dir)
     if plots:
         from spanet2.stats import plots as stats_plots
 

@@ -108,7 +108,29 @@ PUBLIC = {
         "profile_likelihood_interval",
         "study_cls_interval",
     ],
-    "luminosity": ["IntervalSettings", "equivalent_luminosities", "equivalent_luminosity", "intervals_at"],
+    "luminosity": [
+        "EQUIVALENT_QUANTITIES",
+        "IntervalSettings",
+        "equivalent_entry",
+        "equivalent_luminosities",
+        "equivalent_luminosity",
+        "intervals_at",
+        "solve_equivalent",
+        "solve_equivalent_luminosity",
+        "target_reason",
+    ],
+    "parallel": [
+        "HistogramRequest",
+        "PointLog",
+        "TaskRunner",
+        "combine_chunk_histograms",
+        "dask_client",
+        "histogram_store_chunk",
+        "point_key",
+        "read_histograms",
+        "read_method_histograms",
+    ],
+    "security": ["CREDENTIAL_FILES", "load_security", "temporary_security", "write_credentials"],
 }
 
 
