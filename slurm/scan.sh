@@ -7,11 +7,14 @@
 #
 # In a job: a Dask scheduler (srun step on the first node) and one worker step per node with
 # --cpus-per-task single-threaded worker processes; ports derive from the job id so two jobs on one node
-# do not collide. Every CONFIG is then run in turn against that cluster (`spanet2 scan`, or `spanet2 lumi`
-# with SPANET2_SCAN_COMMAND=lumi). Finished points are appended to each output's points.jsonl, so a
-# requeued or resubmitted job computes only what is missing. The scheduler listens on 127.0.0.1 on a
-# single node (on the first node's address with several); the dashboard always on 127.0.0.1 (use an SSH
-# tunnel). Activate the environment that has spanet2 before sbatch (it is inherited), or set SPANET2_VENV.
+# do not collide. All CONFIGs then run as one batch against that cluster (`spanet2 scan A B ...`, or
+# `spanet2 lumi` with SPANET2_SCAN_COMMAND=lumi): one pass of the workers over the store for all of them.
+# Finished points are appended to each output's points.jsonl, so a requeued or resubmitted job computes
+# only what is missing. The scheduler listens on 127.0.0.1 on a single node (on the first node's address
+# with several) and speaks TLS with job-private certificates (written by `python -m spanet2.stats.security`
+# into a mode-0700 folder): a client or worker without them is refused. The dashboard always listens on
+# 127.0.0.1 (use an SSH tunnel). Activate the environment that has spanet2 before sbatch (it is
+# inherited), or set SPANET2_VENV.
 #
 #SBATCH --job-name=spanet2-scan
 #SBATCH --nodes=1
@@ -75,11 +78,16 @@ if [[ -n "${SLURM_JOB_ID:-}" ]]; then
     fi
     WORKDIR=${SPANET2_SCAN_TMP:-${TMPDIR:-/tmp}}/spanet2-dask-$SLURM_JOB_ID
     mkdir -p "$WORKDIR"
+    chmod 700 "$WORKDIR"
     SCHEDULER_FILE=$WORKDIR/scheduler.json
     rm -f "$SCHEDULER_FILE"
-    echo "scan.sh: job $SLURM_JOB_ID on $SLURM_JOB_NODELIST: Dask scheduler $HOST:$PORT, dashboard 127.0.0.1:$DASHBOARD"
+    TLS_DIR=$WORKDIR/tls
+    "$(dirname "$(command -v spanet2)")/python" -m spanet2.stats.security "$TLS_DIR" >/dev/null
+    TLS=(--tls-ca-file "$TLS_DIR/ca.pem" --tls-cert "$TLS_DIR/cert.pem" --tls-key "$TLS_DIR/key.pem")
+    echo "scan.sh: job $SLURM_JOB_ID on $SLURM_JOB_NODELIST: Dask scheduler tls://$HOST:$PORT (TLS), dashboard 127.0.0.1:$DASHBOARD"
     srun --overlap --nodes=1 --ntasks=1 -w "$HEAD" \
-        dask scheduler --host "$HOST" --port "$PORT" --dashboard-address "127.0.0.1:$DASHBOARD" \
+        dask scheduler --protocol tls --host "$HOST" --port "$PORT" "${TLS[@]}" \
+        --dashboard-address "127.0.0.1:$DASHBOARD" \
         --scheduler-file "$SCHEDULER_FILE" >"$WORKDIR/scheduler.log" 2>&1 &
     STEP_PIDS+=($!)
     for _ in $(seq 1 120); do
@@ -88,21 +96,16 @@ if [[ -n "${SLURM_JOB_ID:-}" ]]; then
     done
     [[ -s $SCHEDULER_FILE ]] || { echo "scan.sh: the Dask scheduler did not start (see $WORKDIR/scheduler.log)" >&2; exit 1; }
     srun --overlap --nodes="$NNODES" --ntasks-per-node=1 \
-        dask worker "tcp://$HOST:$PORT" --nworkers "${SLURM_CPUS_PER_TASK:-1}" --nthreads 1 \
+        dask worker "tls://$HOST:$PORT" "${TLS[@]}" --nworkers "${SLURM_CPUS_PER_TASK:-1}" --nthreads 1 \
         --local-directory "$WORKDIR" --no-dashboard >"$WORKDIR/workers.log" 2>&1 &
     STEP_PIDS+=($!)
-    SCHEDULER_ARGS=(--scheduler "$SCHEDULER_FILE")
+    SCHEDULER_ARGS=(--scheduler "$SCHEDULER_FILE" --tls-dir "$TLS_DIR")
 else
-    echo "scan.sh: no SLURM job: each scan runs on a local Dask cluster"
+    echo "scan.sh: no SLURM job: the scans run on a local Dask cluster (TLS on 127.0.0.1)"
 fi
 
+echo "scan.sh: spanet2 $COMMAND ${CONFIGS[*]}"
 RC=0
-for config in "${CONFIGS[@]}"; do
-    echo "scan.sh: spanet2 $COMMAND $config"
-    if ! spanet2 "$COMMAND" "$config" "${SCHEDULER_ARGS[@]}" "${EXTRA[@]}"; then
-        echo "scan.sh: $config failed" >&2
-        RC=1
-    fi
-done
+spanet2 "$COMMAND" "${CONFIGS[@]}" "${SCHEDULER_ARGS[@]}" "${EXTRA[@]}" || RC=$?
 echo "scan.sh: done (rc $RC)"
 exit "$RC"

@@ -48,8 +48,9 @@ def test_sbatch_scan_runs_two_configs_on_a_dask_cluster(slurm_cluster, st_config
     info = slurm_cluster.wait(job, timeout=300)
     text = log.read_text() if log.exists() else ""
     assert info.get("JobState") == "COMPLETED", text
-    assert "Dask scheduler 127.0.0.1:" in text
+    assert "Dask scheduler tls://127.0.0.1:" in text
     assert "with 2 workers" in text  # the scan connected to the job's Dask cluster, not a LocalCluster
+    assert text.count("scan.sh: spanet2 scan ") == 1  # both configs in one batch: one pass over the store
     assert "LocalCluster" not in text
     for out_dir, points in ((tmp_path / "out_a", 2 * 46), (tmp_path / "out_b", 46)):
         record = json.loads((out_dir / "results.json").read_text())
