@@ -7,7 +7,7 @@ TORCH := torch==2.13.0
 STAMP := $(VENV)/.installed
 EXTRAS ?= dev,pythia
 
-.PHONY: install demo test test-fast bench lint clean slurm-deps
+.PHONY: install demo test test-fast bench lint clean slurm-deps chromium-deps
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -21,7 +21,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/spanet2 study configs/study/demo.yaml --output runs/demo
 
-test: $(STAMP) slurm-deps
+test: $(STAMP) slurm-deps chromium-deps
 	$(BIN)/python -m pytest -q
 
 # Best effort: the SLURM tests (sbatch slurm/*.sh on a one-node cluster) need slurm-wlm + munge; as root with
@@ -33,6 +33,16 @@ slurm-deps:
 	    && echo "slurm-deps: installed slurm-wlm munge" \
 	    || echo "slurm-deps: apt-get install slurm-wlm munge failed; SLURM tests will skip"; \
 	else echo "slurm-deps: not root or no apt-get; SLURM tests will skip"; fi
+
+# Best effort: the report.html test opens the page in headless Chromium; as root with apt it is installed,
+# otherwise that test skips with the reason. Never fails.
+chromium-deps:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) >/dev/null 2>&1 \
+	    && echo "chromium-deps: installed chromium" \
+	    || echo "chromium-deps: apt-get install chromium failed; the report.html browser test will skip"; \
+	else echo "chromium-deps: not root or no apt-get; the report.html browser test will skip"; fi
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not slurm"

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import base64
-import html
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -210,54 +208,36 @@ def write_report(ctx: Any) -> list[Path]:
     return [md_path, html_path]
 
 
+_HTML_HEAD = (
+    "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
+    "<meta name='viewport' content='width=device-width, initial-scale=1'><title>SPANet2 study report</title>"
+    "<link rel='icon' href='data:,'>"  # no favicon request (a browser would log a 404 for a local file)
+    "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:2px 8px}"
+    "img{max-width:100%}pre{background:#f4f4f4;padding:8px;overflow-x:auto}</style></head><body>\n"
+)
+_IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+
+
 def markdown_to_html(text: str, *, base: Path) -> str:
-    """A small Markdown → HTML for the report's own constructs (headings, tables, images inlined, code)."""
-    out = ["<!doctype html><html><head><meta charset='utf-8'><title>SPANet2 study report</title>",
-           "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-           "td,th{border:1px solid #bbb;padding:2px 8px}img{max-width:100%}pre{background:#f4f4f4;padding:8px}"
-           "</style></head><body>"]
-    lines = text.splitlines()
-    i = 0
-    in_code = False
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith("```"):
-            out.append("</pre>" if in_code else "<pre>")
-            in_code = not in_code
-        elif in_code:
-            out.append(html.escape(line))
-        elif line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            out.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
-        elif line.startswith("|"):
-            rows = []
-            while i < len(lines) and lines[i].startswith("|"):
-                rows.append(lines[i])
-                i += 1
-            out.append("<table>")
-            for j, row in enumerate(rows):
-                cells = [c.strip() for c in row.strip("|").split("|")]
-                if all(re.fullmatch(r":?-+:?", c) for c in cells):
-                    continue
-                tag = "th" if j == 0 else "td"
-                out.append("<tr>" + "".join(f"<{tag}>{_inline(c)}</{tag}>" for c in cells) + "</tr>")
-            out.append("</table>")
-            continue
-        elif m := re.fullmatch(r"!\[(.*)\]\((.+)\)", line.strip()):
-            src = base / m.group(2)
-            if src.exists():
-                data = base64.b64encode(src.read_bytes()).decode()
-                out.append(f"<p><img alt='{html.escape(m.group(1))}' src='data:image/png;base64,{data}'></p>")
-        elif line.strip():
-            out.append(f"<p>{_inline(line)}</p>")
-        i += 1
-    out.append("</body></html>")
-    return "\n".join(out)
+    """report.md → a self-contained report.html (CommonMark + tables, by markdown-it-py): images under `base`
+    are inlined as data URIs, so the page can be mailed or opened anywhere. A missing image is an InputError."""
+    from markdown_it import MarkdownIt
 
+    from spanet2.events.errors import DataError
 
-def _inline(text: str) -> str:
-    text = html.escape(text)
-    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
-    text = re.sub(r"`(.+?)`", r"<code>\1</code>", text)
-    text = re.sub(r"(?<![\w*])\*(.+?)\*(?!\w)", r"<i>\1</i>", text)
-    return text
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    tokens = md.parse(text)
+    for token in tokens:
+        for child in token.children or ():
+            if child.type != "image":
+                continue
+            src = str(child.attrGet("src") or "")
+            if src.startswith(("data:", "http://", "https://")):
+                continue
+            path = base / src
+            if not path.is_file():
+                raise DataError(base / "report.md", src, "the report names an image that does not exist")
+            mime = _IMAGE_TYPES.get(path.suffix.lower(), "application/octet-stream")
+            child.attrSet("src", f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}")
+    return _HTML_HEAD + md.renderer.render(tokens, md.options, {}) + "</body></html>\n"
