@@ -66,6 +66,12 @@ def register(subparsers) -> None:
         help="write a pyhf PatchSet per method and luminosity: DIR/<method>_L<lumi>/BkgOnly.json + "
         "patchset.json (one patch per κλ of the grid)",
     )
+    scan.add_argument(
+        "--hepdata-record",
+        metavar="insNNNNNNN",
+        help="INSPIRE id of the HEPData record, written into each PatchSet's metadata.references "
+        "(required with --patchset: pyhf's schema requires it)",
+    )
     scan.set_defaults(handler=_scan)
     lumi = subparsers.add_parser(
         "lumi",
@@ -128,6 +134,7 @@ def _scan(args) -> int:
             workspace_dir=args.workspace,
             workspace_kappas=tuple(args.workspace_kappa or (1.0,)),
             patchset_dir=args.patchset,
+            hepdata=args.hepdata_record,
             plots=not args.no_plots,
         )
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.special import ndtr, xlogy
@@ -47,6 +48,11 @@ class LikelihoodSettings:
 
     def cls_uses_pyhf(self) -> bool:
         return self.cls_engine == "pyhf" or (self.cls_engine == "auto" and self.has_nuisances)
+
+
+def _patch_name(kappa: float) -> str:
+    """A PatchSet patch name (pyhf allows [a-zA-Z0-9_]): κλ = −2.5 → kappa_lambda_m2p5."""
+    return "kappa_lambda_" + f"{float(kappa):g}".replace("-", "m").replace(".", "p").replace("+", "")
 
 
 class KappaLikelihood:
@@ -266,23 +272,32 @@ class KappaLikelihood:
         """The background-only pyhf workspace (HEPData's BkgOnly.json): data and background, no signal."""
         return self._spec([self._background_sample()], "kappa_lambda")
 
-    def patchset(self, kappas: np.ndarray, *, name: str, description: str = "") -> dict:
+    def patchset(
+        self, kappas: np.ndarray, *, name: str, description: str = "", hepdata: str | None = None
+    ) -> dict:
         """A pyhf PatchSet: one patch per κλ that adds that κλ's signal sample to `background_only_workspace`
-        (the HEPData convention), labelled by the value of κλ; the digest pins the background-only file."""
+        (the HEPData convention), labelled by the value of κλ (names kappa_lambda_m2p5 for −2.5); the digest
+        pins the background-only file. hepdata: the INSPIRE id of the HEPData record ("ins" + 7 digits),
+        which pyhf's schema requires under metadata.references (pyhf does not load a PatchSet without it).
+        Normalisation nuisances are pyhf normsys with interpolation code1
+        ((1 + δ)^θ, as the scan fits them): build the model with
+        modifier_settings={"normsys": {"interpcode": "code1"}} to reproduce the scan with nuisances."""
         import pyhf
 
         digest = pyhf.utils.digest(self.background_only_workspace(), algorithm="sha256")
+        metadata: dict[str, Any] = {
+            "name": name,
+            "description": description or "kappa_lambda signal hypotheses on the background-only workspace",
+            "digests": {"sha256": digest},
+            "labels": ["kappa_lambda"],
+        }
+        if hepdata is not None:
+            metadata["references"] = {"hepdata": hepdata}
         return {
-            "metadata": {
-                "name": name,
-                "description": description
-                or "kappa_lambda signal hypotheses on the background-only workspace",
-                "digests": {"sha256": digest},
-                "labels": ["kappa_lambda"],
-            },
+            "metadata": metadata,
             "patches": [
                 {
-                    "metadata": {"name": f"kappa_lambda_{float(k):g}", "values": [float(k)]},
+                    "metadata": {"name": _patch_name(k), "values": [float(k)]},
                     "patch": [
                         {"op": "add", "path": "/channels/0/samples/0", "value": self._signal_sample(k)}
                     ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -380,6 +381,7 @@ def run_scans(
     workspace_dir: str | Path | None = None,
     workspace_kappas: tuple[float, ...] = (1.0,),
     patchset_dir: str | Path | None = None,
+    hepdata: str | None = None,
     plots: bool = True,
 ) -> list[ScanResult]:
     """`spanet2 scan` / `spanet2 lumi` for many configs on one cluster with one pass over the store(s).
@@ -390,6 +392,13 @@ def run_scans(
     own results.json (+ provenance), tables.md, plots and, on request, workspaces and pyhf PatchSets
     (one folder per config under patchset_dir when there are several).
     """
+    if patchset_dir is not None and (hepdata is None or not re.fullmatch(r"ins[0-9]{7}", hepdata)):
+        raise InputError(
+            "--hepdata-record",
+            hepdata,
+            "a PatchSet needs the INSPIRE id of its HEPData record ('ins' and 7 digits): pyhf's schema "
+            "requires metadata.references",
+        )
     outs = [Path(o or c.output) for o, c in zip(outputs or [None] * len(configs), configs, strict=True)]
     _check_outputs(configs, outs)
     with dask_client(scheduler, n_workers=n_workers, tls_dir=tls_dir) as client:
@@ -412,7 +421,7 @@ def run_scans(
         patch_dir = None
         if patchset_dir is not None:
             patch_dir = Path(patchset_dir) / (f"{i}_{job.out_dir.name}" if len(jobs) > 1 else "")
-        _write_outputs(job.result, job.out_dir, workspace_dir, workspace_kappas, plots, patch_dir)
+        _write_outputs(job.result, job.out_dir, workspace_dir, workspace_kappas, plots, patch_dir, hepdata)
     return [job.result for job in jobs]
 
 
@@ -550,6 +559,7 @@ def run_scan(
     workspace_dir: str | Path | None = None,
     workspace_kappas: tuple[float, ...] = (1.0,),
     patchset_dir: str | Path | None = None,
+    hepdata: str | None = None,
     plots: bool = True,
 ) -> ScanResult:
     """`spanet2 scan` for one config: intervals of every method at every configured luminosity
@@ -565,6 +575,7 @@ def run_scan(
         workspace_dir=workspace_dir,
         workspace_kappas=workspace_kappas,
         patchset_dir=patchset_dir,
+        hepdata=hepdata,
         plots=plots,
     )[0]
 
@@ -668,10 +679,10 @@ def format_equivalent_table(result: ScanResult) -> str:
     return "\n".join(rows)
 
 
-def write_patchsets(result: ScanResult, directory: str | Path) -> list[Path]:
+def write_patchsets(result: ScanResult, directory: str | Path, *, hepdata: str | None = None) -> list[Path]:
     """Per method and luminosity, <directory>/<method>_L<lumi>/{BkgOnly.json, patchset.json}: the pyhf
-    background-only workspace and a PatchSet with one patch per κλ of the grid (HEPData's convention).
-    Returns the folders written."""
+    background-only workspace and a PatchSet with one patch per κλ of the grid (HEPData's convention;
+    hepdata: the record's INSPIRE id, see `KappaLikelihood.patchset`). Returns the folders written."""
     written = []
     for method, tpl in result.templates.items():
         for lumi in result.config.luminosities:
@@ -683,6 +694,7 @@ def write_patchsets(result: ScanResult, directory: str | Path) -> list[Path]:
                 name=f"{method}_L{lumi:g}",
                 description=f"{result.config.method(method).label}, {lumi:g} fb^-1, sqrt(s) = "
                 f"{result.config.sqrt_s_tev:g} TeV, Asimov data: {result.config.likelihood.asimov}",
+                hepdata=hepdata,
             )
             for name, spec in (
                 ("BkgOnly.json", model.background_only_workspace()),
@@ -701,6 +713,7 @@ def _write_outputs(
     workspace_kappas: tuple[float, ...],
     plots: bool,
     patchset_dir: Path | None = None,
+    hepdata: str | None = None,
 ) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     result.output_dir = out_dir
@@ -724,7 +737,7 @@ def _write_outputs(
                     with atomic_path(ws_dir / f"{method}_L{lumi:g}_k{kappa:g}.json") as tmp:
                         tmp.write_text(json.dumps(model.workspace(kappa), indent=1) + "\n")
     if patchset_dir is not None:
-        write_patchsets(result, patchset_dir)
+        write_patchsets(result, patchset_dir, hepdata=hepdata)
     if plots:
         from spanet2.stats import plots as stats_plots
 
