@@ -21,7 +21,12 @@ __all__ = [
     "plot_mhh_after_selection",
     "pairing_efficiency_from_store",
     "plot_pairing_efficiency",
+    "pairing_efficiency_figure",
     "plot_all",
+    "binomial_uncertainty",
+    "two_higgs_events_by_kappa",
+    "METHOD_LABELS",
+    "PAIRING_LABELS",
     "signal_weight",
 ]
 
@@ -109,7 +114,7 @@ def plot_mass_planes(
         fig.colorbar(mesh, ax=axes[row, 0], label="events")
         axes[row, 0].set_xlabel(r"$m_{h_1}$ [GeV]")
         axes[row, 0].set_ylabel(r"$m_{h_2}$ [GeV]")
-        axes[row, 0].set_title(f"{sample}: {method} pairing", fontsize=12)
+        axes[row, 0].set_title(f"{sample}: {PAIRING_LABELS.get(method, method)} pairing", fontsize=12)
         for i, label in enumerate((r"$h_1$", r"$h_2$")):
             counts, _ = np.histogram(masses[:, i], bins=edges)
             mplhep.histplot(counts, edges, ax=axes[row, 1], label=label, color=_COLOURS[i], histtype="fill" if i == 0
@@ -117,7 +122,7 @@ def plot_mass_planes(
         axes[row, 1].axvline(125.0, color="k", linestyle=":", linewidth=1)
         axes[row, 1].set_xlabel("Higgs-candidate mass [GeV]")
         axes[row, 1].set_ylabel("events / bin")
-        axes[row, 1].set_title(f"{sample}: {method} ({len(masses)} events)", fontsize=12)
+        axes[row, 1].set_title(f"{sample}: {PAIRING_LABELS.get(method, method)} ({len(masses)} events)", fontsize=12)
         axes[row, 1].legend()
     fig.tight_layout()
     return save_figure(fig, out_stem)
@@ -181,8 +186,10 @@ def plot_mhh_after_selection(
         ax.set_yscale("log")
         ax.set_xlabel(r"$m_{HH}$ [GeV]")
         ax.set_ylabel(f"expected events / bin ({lumi_ifb:g} fb$^{{-1}}$)")
-        ax.set_title(f"{method}: score > {used[method]:.3g}", fontsize=12)
+        ax.set_title(f"{METHOD_LABELS.get(method, method)}: score > {used[method]:.3g}", fontsize=12, pad=22)
         ax.legend(fontsize=10)
+        sqrt_s = store.attrs.get("sqrt_s_tev")
+        _experiment_label(ax, sqrt_s_tev=float(sqrt_s) if sqrt_s is not None else None, lumi_ifb=lumi_ifb)
     fig.tight_layout()
     return save_figure(fig, out_stem), used
 
@@ -204,32 +211,101 @@ def pairing_efficiency_from_store(
     ).items()}  # fmt: skip
 
 
-def plot_pairing_efficiency(
-    efficiencies: Mapping[str, Mapping[float, float]],
-    out_stem: str | os.PathLike,
-    *,
-    title: str | None = None,
-) -> list[Path]:
-    """The note's Figs. 1 and 10: pairing efficiency vs κλ, one line per method ({method: {κλ: eff}})."""
-    import mplhep  # noqa: F401  (style)
+def two_higgs_events_by_kappa(store: EventStore | str | os.PathLike, *, sample: str = "signal") -> dict[float, int]:
+    """Number of fully matched (2h) signal events per κλ: the denominators of the pairing efficiencies."""
+    store = _store(store)
+    targets = store.numpy(sample, "targets")
+    kappa = store.numpy(sample, "kappa_input").astype(np.float64)
+    full = (targets >= 0).all(axis=1) & np.isfinite(kappa)
+    values, counts = np.unique(kappa[full], return_counts=True)
+    return {float(k): int(n) for k, n in zip(values, counts, strict=True)}
 
-    fig = Figure(figsize=(8, 6))
-    ax = fig.subplots()
-    markers = "osD^v<>"
-    for i, (method, curve) in enumerate(efficiencies.items()):
-        kappas = np.array(sorted(curve))
-        values = np.array([curve[k] for k in kappas])
-        ax.plot(kappas, values, marker=markers[i % len(markers)], color=_COLOURS[i % len(_COLOURS)], label=method,
-                linewidth=2, markersize=7)  # fmt: skip
-    ax.set_xlabel(r"$\kappa_\lambda$")
-    ax.set_ylabel("pairing efficiency (2h signal events)")
-    ax.set_ylim(0, 1.05)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    return save_figure(fig, out_stem)
+
+# Human names of the store's methods in legends (a pairing plot names the pairing; unknown names stay as they are)
+METHOD_LABELS = {"min_dr_dnn": "min-ΔR + DNN", "kappa5_dnn": "κ5 SPANet + DNN",
+                 "spanet2_dnn": "mixing-κλ SPANet2 + DNN", "spanet2": "mixing-κλ SPANet2", "min_dr": "min-ΔR"}
+PAIRING_LABELS = {"min_dr_dnn": "min-ΔR", "min_dr": "min-ΔR", "kappa5_dnn": "κ5 SPANet", "kappa5": "κ5 SPANet",
+                  "spanet2_dnn": "mixing-κλ SPANet2", "spanet2": "mixing-κλ SPANet2"}  # fmt: skip
+
+
+def _experiment_label(ax, *, sqrt_s_tev: float | None, lumi_ifb: float | None = None) -> None:
+    """The field's corner label: "SPANet2 Simulation" left, √s (and L) right."""
+    import mplhep
+
+    right = []
+    if lumi_ifb is not None:
+        right.append(f"{lumi_ifb:g} fb$^{{-1}}$")
+    if sqrt_s_tev is not None:
+        right.append(rf"$\sqrt{{s}}$ = {sqrt_s_tev:g} TeV")
+    mplhep.label.exp_label(exp="SPANet2", llabel="Simulation", rlabel=", ".join(right) or None, ax=ax,
+                           fontsize=13)  # fmt: skip
+
+
+def binomial_uncertainty(efficiency: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Standard error sqrt(ε(1−ε)/n) of an efficiency from n events (0 where n = 0)."""
+    efficiency, n = np.asarray(efficiency, dtype=float), np.asarray(n, dtype=float)
+    return np.sqrt(np.clip(efficiency * (1 - efficiency), 0, None) / np.where(n > 0, n, np.inf))
+
+
+def plot_pairing_efficiency(
+    efficiencies: Mapping[str, Mapping[float, float]], out_stem: str | os.PathLike, **kwargs
+) -> list[Path]:
+    """`pairing_efficiency_figure(efficiencies, **kwargs)` written as PNG and PDF; returns the paths."""
+    import matplotlib
+    import mplhep
+
+    with matplotlib.rc_context(mplhep.style.ATLAS):
+        return save_figure(pairing_efficiency_figure(efficiencies, **kwargs), out_stem)
+
+
+def pairing_efficiency_figure(
+    efficiencies: Mapping[str, Mapping[float, float]],
+    *,
+    counts: Mapping[float, int] | Mapping[str, Mapping[float, int]] | None = None,
+    labels: Mapping[str, str] | None = None,
+    sqrt_s_tev: float | None = 13.0,
+    title: str | None = None,
+) -> Figure:
+    """The note's Figs. 1 and 10: pairing efficiency vs κλ per method ({method: {κλ: eff}}), in the field's style.
+
+    Points at the discrete κλ values with binomial error bars when `counts` (2h events per κλ, shared or per
+    method) is given, not joined by lines, each method slightly offset so that the bars do not overlap; legend
+    names from `labels` (default PAIRING_LABELS); methods with identical curves (the same pairing) drawn once.
+    """
+    import matplotlib
+    import mplhep
+
+    labels = {**PAIRING_LABELS, **(labels or {})}
+    unique: dict[str, Mapping[float, float]] = {}
+    for method, curve in efficiencies.items():
+        if curve and not any(dict(curve) == dict(seen) for seen in unique.values()):
+            unique[method] = curve
+    with matplotlib.rc_context(mplhep.style.ATLAS):
+        fig = Figure(figsize=(8, 6))
+        ax = fig.subplots()
+        markers = "osD^v<>"
+        spread = 0.12 * (len(unique) - 1)
+        for i, (method, curve) in enumerate(unique.items()):
+            kappas = np.array(sorted(curve))
+            values = np.array([curve[k] for k in kappas])
+            per_method = counts.get(method) if counts and isinstance(next(iter(counts.values())), Mapping) else counts
+            errors = None
+            if per_method:
+                errors = binomial_uncertainty(values, np.array([per_method.get(k, 0) for k in kappas]))
+            offset = -spread / 2 + 0.12 * i
+            ax.errorbar(kappas + offset, values, yerr=errors, fmt=markers[i % len(markers)], linestyle="none",
+                        color=_COLOURS[i % len(_COLOURS)], label=labels.get(method, method), markersize=7,
+                        capsize=3, elinewidth=1.5)  # fmt: skip
+        ax.set_xlabel(r"$\kappa_\lambda$ (generated)")
+        ax.set_ylabel("pairing efficiency (2h signal events)")
+        ax.set_ylim(0, 1.15)
+        if unique:
+            ax.legend(loc="upper right", fontsize=12, frameon=False)
+        _experiment_label(ax, sqrt_s_tev=sqrt_s_tev)
+        if title:
+            ax.set_title(title, fontsize=12, pad=24)
+        fig.tight_layout()
+        return fig
 
 
 def plot_all(
@@ -254,5 +330,8 @@ def plot_all(
                                           lumi_ifb=lumi_ifb)[0]  # fmt: skip
     if "signal" in store.samples and "targets" in store.columns("signal"):
         curves = {m: pairing_efficiency_from_store(store, m) for m in _methods(store, methods)}
-        paths += plot_pairing_efficiency(curves, out_dir / "pairing_efficiency_vs_kappa")
+        sqrt_s = store.attrs.get("sqrt_s_tev")
+        paths += plot_pairing_efficiency(curves, out_dir / "pairing_efficiency_vs_kappa",
+                                         counts=two_higgs_events_by_kappa(store),
+                                         sqrt_s_tev=float(sqrt_s) if sqrt_s is not None else None)  # fmt: skip
     return paths

@@ -1,0 +1,59 @@
+"""Field-style figures: the pairing-efficiency plot has an experiment-style label, binomial error bars from the
+2h event counts, human method names, unjoined points at the discrete κλ values, and one curve per pairing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spanet2.report.plots import binomial_uncertainty, pairing_efficiency_figure, plot_pairing_efficiency
+
+KAPPAS = (-5.0, 1.0, 5.0)
+CURVES = {
+    "min_dr_dnn": {-5.0: 0.56, 1.0: 0.80, 5.0: 0.38},
+    "spanet2": {-5.0: 0.77, 1.0: 0.85, 5.0: 0.67},
+    "spanet2_dnn": {-5.0: 0.77, 1.0: 0.85, 5.0: 0.67},  # the DNN on SPANet2's pairing: the same curve
+}
+COUNTS = {-5.0: 400, 1.0: 100, 5.0: 25}
+
+
+def test_binomial_uncertainty_matches_the_formula_and_edges():
+    eff = np.array([0.5, 0.9, 0.0, 1.0, 0.3])
+    n = np.array([100, 400, 50, 50, 0])
+    expected = [np.sqrt(0.25 / 100), np.sqrt(0.09 / 400), 0.0, 0.0, 0.0]
+    np.testing.assert_allclose(binomial_uncertainty(eff, n), expected, rtol=1e-12)
+
+
+def test_pairing_efficiency_figure_in_the_fields_style():
+    fig = pairing_efficiency_figure(CURVES, counts=COUNTS, sqrt_s_tev=13.0)
+    ax = fig.axes[0]
+    texts = " ".join(t.get_text() for t in ax.texts)
+    assert "SPANet2" in texts and "Simulation" in texts and "13 TeV" in texts
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["min-ΔR", "mixing-κλ SPANet2"]  # human names; spanet2_dnn shares spanet2's pairing
+    assert "kappa" in ax.get_xlabel() and "efficiency" in ax.get_ylabel()
+    containers = ax.containers  # one ErrorbarContainer (data line, caps, bars) per curve
+    assert len(containers) == 2
+    data_lines = [c.lines[0] for c in containers]
+    for line in data_lines:
+        assert line.get_linestyle() == "None"  # discrete κλ points, not joined
+    x_first, x_second = (np.asarray(line.get_xdata()) for line in data_lines)
+    assert np.all(np.abs(x_first - np.array(KAPPAS)) < 0.2) and not np.allclose(x_first, x_second)
+    bars = containers[1].lines[2][0]
+    half_lengths = [abs(seg[1][1] - seg[0][1]) / 2 for seg in bars.get_segments()]
+    values = np.array([CURVES["spanet2"][k] for k in KAPPAS])
+    np.testing.assert_allclose(half_lengths, np.sqrt(values * (1 - values) / np.array([400, 100, 25])), rtol=1e-9)
+
+
+def test_pairing_efficiency_without_counts_has_no_error_bars_and_writes_png_pdf(tmp_path):
+    ax = pairing_efficiency_figure({"custom_method": CURVES["spanet2"]}, sqrt_s_tev=None).axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["custom_method"]
+    assert not ax.containers[0].has_yerr
+    paths = plot_pairing_efficiency(CURVES, tmp_path / "eff", counts=COUNTS)
+    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 1000 for p in paths)
+
+
+@pytest.mark.parametrize("bad", [{}, {"m": {}}])
+def test_empty_curves_draw_an_empty_figure(bad):
+    ax = pairing_efficiency_figure(bad).axes[0]
+    assert ax.get_ylim()[1] == pytest.approx(1.15) and ax.get_legend() is None
