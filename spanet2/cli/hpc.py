@@ -12,9 +12,26 @@ __all__ = ["ORDER", "register"]
 ORDER = 70
 
 
+def dashboard_lines(url: str | None, *, host: str | None = None) -> list[str]:
+    """What `tune` prints before the search: the Ray dashboard's URL and the SSH tunnel that reaches it from a
+    laptop (the dashboard listens on 127.0.0.1 of the head node only)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from spanet2.hpc.cluster import tunnel_command
+
+    if not url:
+        return ["Ray dashboard: not available (no dashboard in this Ray)"]
+    url = url if "://" in url else f"http://{url}"
+    port = urlsplit(url).port or 8265
+    return [f"Ray dashboard: {url}",
+            f"from your laptop: {tunnel_command(port, host=host or socket.gethostname())}"]  # fmt: skip
+
+
 def _tune(args: argparse.Namespace) -> int:
+    from spanet2.hpc.cluster import ray_session
     from spanet2.hpc.search_space import load_search_config, override_search_config
-    from spanet2.hpc.tune import has_search_state, run_search
+    from spanet2.hpc.tune import has_search_state, prepare_search, run_search, stored_search_config
 
     config = override_search_config(
         load_search_config(args.config),
@@ -30,8 +47,17 @@ def _tune(args: argparse.Namespace) -> int:
     resume = args.resume
     if args.auto_resume:
         resume = has_search_state(args.output)
-    # run_search validates everything (config, options, data files, output folder) before Ray starts
-    result = run_search(config, args.output, resume=resume, address=args.ray_address, num_cpus=args.num_cpus)
+    if resume and has_search_state(args.output):
+        config = stored_search_config(args.output, given=config)
+    prepare_search(config, args.output, resume=resume)  # every input error before Ray starts
+    # the session is opened here so that the dashboard address is printed before the search runs (run_search
+    # attaches to it)
+    with ray_session(args.ray_address, num_cpus=args.num_cpus, num_gpus=None) as session:
+        for line in dashboard_lines(session.dashboard_url):
+            print(line, flush=True)
+        result = run_search(
+            config, args.output, resume=resume, address=args.ray_address, num_cpus=args.num_cpus
+        )
     print(result.ranking)
     print(
         f"\n{result.n_finished} finished, {result.n_errored} errored, {result.n_trials} trials in "

@@ -262,3 +262,13 @@ def test_predict_dash_v_writes_vectors_and_bs_sets_the_batch(tmp_path):
     assert args.output_vectors is True and args.batch_size == 16
     args = build_parser().parse_args(["-v", "predict", "run", "o.h5", "-tf", "t.h5"])
     assert args.verbose is True and args.output_vectors is False
+
+
+def test_tune_prints_the_dashboard_url_and_the_ssh_tunnel():
+    from spanet2.cli.hpc import dashboard_lines
+
+    url, tunnel = dashboard_lines("127.0.0.1:8266", host="gpu-node-7")
+    assert url == "Ray dashboard: http://127.0.0.1:8266"
+    assert "ssh -N -L 8266:127.0.0.1:8266" in tunnel and tunnel.split("#")[0].rstrip().endswith("gpu-node-7")
+    assert dashboard_lines("http://127.0.0.1:9000/")[0].endswith("http://127.0.0.1:9000/")
+    assert "not available" in dashboard_lines(None)[0]

@@ -57,6 +57,8 @@ def test_readme_tour_runs_in_order_at_smoke_sizes(tmp_path):
             assert "SPANET2_SMOKE_TEST is set" in result.stderr  # the switch says what it did
         if argv[1] == "validate":
             assert result.stdout.startswith("OK")
+        if argv[1] == "tune":  # the dashboard and the tunnel to it are printed before the search
+            assert "Ray dashboard: http://127.0.0.1:" in result.stdout and "ssh -N -L" in result.stdout
     tour = tmp_path / "tour"
     assert (tour / "configs/events/hh4b.yaml").is_file() and os.access(tour / "slurm/tune.sh", os.X_OK)
     with h5py.File(tour / "data/classification_test.h5") as h5:
