@@ -72,6 +72,8 @@ def write_analytic_store(
     sqrt_s_tev: float = 13.0,
     kappa_samples: Sequence[float] = (),
     chunk_size: int = 262144,
+    batch_size: int | None = None,
+    pairing: bool = True,
 ) -> None:
     """Write a Zarr event store (INTERFACES.md layout) with an analytic signal and background.
 
@@ -80,8 +82,15 @@ def write_analytic_store(
     generated σ(κλ) coefficients (LO SM normalisation). With kappa_samples, also one sample
     "signal_k<κλ>" per value: the same events with `weight` at that κλ and no kappa_terms (for morphing). Background "background":
     m_HH = 200 + Exp(350) GeV, Σ w = 6060 fb. Every method gets `<method>/score` (float32 in [0, 1]),
-    `<method>/m_hh` and `<method>/pairing`. Deterministic for a given seed.
+    `<method>/m_hh` and `<method>/pairing` (pairing=False leaves it out). Deterministic for a given seed.
+    batch_size: generate and append that many events at a time (a big store in bounded memory; the events
+    then differ from the unbatched ones of the same seed).
     """
+    if batch_size is not None:
+        _write_batched(
+            path, n_signal, n_background, methods, seed, sqrt_s_tev, chunk_size, batch_size, pairing
+        )
+        return
     rng = np.random.default_rng(seed)
     with EventStoreWriter(
         path,
@@ -120,6 +129,46 @@ def write_analytic_store(
         writer.set_sample_attrs("background", {"cross_section_fb": BACKGROUND_FB_AFTER_CUTS})
 
 
+def _write_batched(path, n_signal, n_background, methods, seed, sqrt_s_tev, chunk_size, batch_size, pairing):
+    """write_analytic_store in batches (no kappa_samples): signal terms are importance weights over the
+    whole sample, so each batch's are scaled by its share of the events."""
+    rng = np.random.default_rng(seed)
+    with EventStoreWriter(
+        path,
+        attrs={"sqrt_s_tev": sqrt_s_tev, "generator": "spanet2.stats.synthetic", "seed": seed},
+        chunk_size=chunk_size,
+        overwrite=True,
+    ) as writer:
+        generated = None
+        for start in range(0, n_signal, batch_size):
+            n = min(batch_size, n_signal - start)
+            m_true, terms, generated = _signal_terms(rng, n)
+            terms = terms * (n / n_signal)
+            columns = {
+                "weight": terms.sum(axis=1),
+                "kappa_terms": terms,
+                "label": np.ones(n, np.int8),
+                "n_jets": rng.integers(4, 9, n).astype(np.int16),
+                "kappa_input": np.ones(n, np.float32),
+            }
+            _method_columns(columns, rng, m_true, methods, signal=True, pairing=pairing)
+            writer.append("signal", columns)
+        writer.set_sample_attrs("signal", {"sigma_terms_fb": generated.tolist(), "br_hbb": BR_HBB})
+        for start in range(0, n_background, batch_size):
+            n = min(batch_size, n_background - start)
+            columns = {
+                "weight": np.full(n, BACKGROUND_FB_AFTER_CUTS / n_background),
+                "label": np.zeros(n, np.int8),
+                "n_jets": rng.integers(4, 9, n).astype(np.int16),
+                "kappa_input": rng.choice([-5.0, -3, -1, 1, 2, 3, 5, 7, 9, 12], n).astype(np.float32),
+            }
+            _method_columns(
+                columns, rng, 200.0 + rng.exponential(350.0, n), methods, signal=False, pairing=pairing
+            )
+            writer.append("background", columns)
+        writer.set_sample_attrs("background", {"cross_section_fb": BACKGROUND_FB_AFTER_CUTS})
+
+
 def _method_columns(
     columns: dict,
     rng: np.random.Generator,
@@ -127,6 +176,7 @@ def _method_columns(
     methods: Mapping[str, MethodQuality],
     *,
     signal: bool,
+    pairing: bool = True,
 ) -> None:
     """Scores, reconstructed m_HH and a pairing per method. Background scores are drawn uniformly and
     importance-weighted to Beta(1, b) (the weight column is shared, so the correction goes into one common
@@ -144,4 +194,5 @@ def _method_columns(
             score = 1.0 - (1.0 - uniform) ** (b_ref / q.background_b)
         columns[f"{name}/score"] = score.astype(np.float32)
         columns[f"{name}/m_hh"] = (m_true * (1.0 + q.resolution * rng.standard_normal(n))).astype(np.float32)
-        columns[f"{name}/pairing"] = np.argsort(rng.random((n, 4)), axis=1).astype(np.int64)  # (N, 4)
+        if pairing:
+            columns[f"{name}/pairing"] = np.argsort(rng.random((n, 4)), axis=1).astype(np.int64)  # (N, 4)
