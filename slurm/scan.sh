@@ -13,8 +13,9 @@
 # only what is missing. The scheduler listens on 127.0.0.1 on a single node (on the first node's address
 # with several) and speaks TLS with job-private certificates (written by `python -m spanet2.stats.security`
 # into a mode-0700 folder): a client or worker without them is refused. The dashboard always listens on
-# 127.0.0.1 (use an SSH tunnel). Activate the environment that has spanet2 before sbatch (it is
-# inherited), or set SPANET2_VENV.
+# 127.0.0.1 (use an SSH tunnel). With several nodes set SPANET2_SCAN_TMP to a folder on a shared file
+# system (the workers on the other nodes read the credentials there; default: $TMPDIR or /tmp). Activate
+# the environment that has spanet2 before sbatch (it is inherited), or set SPANET2_VENV.
 #
 #SBATCH --job-name=spanet2-scan
 #SBATCH --nodes=1
@@ -74,6 +75,7 @@ if [[ -n "${SLURM_JOB_ID:-}" ]]; then
     NNODES=$(echo "$NODES" | wc -l)
     HOST=127.0.0.1
     if [[ $NNODES -gt 1 ]]; then
+        [[ -n "${SPANET2_SCAN_TMP:-}" ]] || echo "scan.sh: warning: several nodes and no SPANET2_SCAN_TMP: the workers need the TLS credentials on a shared file system" >&2
         HOST=$(srun --overlap --nodes=1 --ntasks=1 -w "$HEAD" hostname -i | awk '{print $1}')
     fi
     WORKDIR=${SPANET2_SCAN_TMP:-${TMPDIR:-/tmp}}/spanet2-dask-$SLURM_JOB_ID
