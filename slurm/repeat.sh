@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Repeated trainings (n seeds in parallel) on a SLURM allocation, or on a local Ray without SLURM:
+# Repeated trainings (n seeds) on a SLURM allocation, two ways, or on a local Ray without SLURM:
 #
-#   sbatch slurm/repeat.sh configs/options/spanet2_mixing_kappa.json -n 10 --log_dir runs/repeat
-#   sbatch --nodes=2 --gpus-per-node=4 slurm/repeat.sh OPTIONS.json -n 10 --gpus-per-run 1
-#   bash slurm/repeat.sh OPTIONS.json -n 3                        # no SLURM: local Ray
+#   Ray mode: one job, a Ray cluster over its nodes, the seeds spread over them:
+#     sbatch slurm/repeat.sh configs/options/spanet2_mixing_kappa.json -n 10 --log_dir runs/repeat
+#     sbatch --nodes=2 --gpus-per-node=4 slurm/repeat.sh OPTIONS.json -n 10 --gpus-per-run 1
+#   Array mode: one array task per seed (task I trains seed SEED+I, no Ray); the task that finishes the
+#   last seed writes the summary (repeat.json):
+#     sbatch --array=0-9 slurm/repeat.sh configs/options/spanet2_mixing_kappa.json -n 10 --log_dir runs/repeat
+#   No SLURM:
+#     bash slurm/repeat.sh OPTIONS.json -n 3                        # local Ray
 #
-# Arguments after OPTIONS go to `spanet2 repeat`. #SBATCH defaults below can be overridden on the sbatch line.
+# Arguments after OPTIONS go to `spanet2 repeat`. Every seed trains for the epochs of its own options file
+# (pass -e only to override them). #SBATCH defaults below can be overridden on the sbatch line.
 # A requeued or resubmitted job reuses the seeds that already have evaluation.json (no retraining).
 #
 #SBATCH --job-name=spanet2-repeat
@@ -39,13 +45,15 @@ on_term() {
 trap on_term TERM
 
 ARGS=(repeat "$@")
-if [[ -n "${SLURM_JOB_ID:-}" ]]; then
+if [[ -n "${SLURM_ARRAY_TASK_ID:-}" ]]; then
+    echo "repeat.sh: array task $SLURM_ARRAY_TASK_ID of job ${SLURM_ARRAY_JOB_ID:-?} on ${SLURMD_NODENAME:-$(hostname)}: one seed, no Ray"
+    ARGS+=(--task-index "$SLURM_ARRAY_TASK_ID")
+elif [[ -n "${SLURM_JOB_ID:-}" ]]; then
     # shellcheck source=slurm/ray-cluster.sh
     source "$ROOT/slurm/ray-cluster.sh"
     trap 'ray_cluster_stop' EXIT
     echo "repeat.sh: job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}) on $SLURM_JOB_NODELIST"
-    ray_cluster_start
-    ARGS+=(--address "$RAY_ADDRESS")
+    ray_cluster_start  # exports RAY_ADDRESS (and RAY_AUTH_MODE): spanet2 attaches to this cluster
 else
     echo "repeat.sh: no SLURM job: running on a local Ray"
 fi

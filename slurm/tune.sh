@@ -4,12 +4,14 @@
 #
 #   sbatch slurm/tune.sh configs/tune/spanet2.yaml [OUTPUT_DIR] [more `spanet2 tune` flags]
 #   sbatch --nodes=2 --gpus-per-node=4 --time=12:00:00 slurm/tune.sh configs/tune/spanet2.yaml runs/tune
+#   sbatch --nodes=2 --cpus-per-task=8 slurm/tune.sh configs/tune/dnn.yaml runs/tune_dnn
 #   bash slurm/tune.sh configs/tune/dnn.yaml runs/tune_dnn            # no SLURM: local Ray
 #
 # Every #SBATCH default below can be overridden on the sbatch command line. SIGTERM (scancel, preemption,
 # or --signal before the time limit) makes the search save its state; the job is requeued and the requeued
-# run resumes the same OUTPUT_DIR without re-running finished trials. Activate the environment that has
-# spanet2 before sbatch (it is inherited), or set SPANET2_VENV=/path/to/.venv.
+# run resumes the same OUTPUT_DIR without re-running finished trials. A node lost mid-search: its trials
+# restart on the remaining nodes (`max_failures` of the search config). trials.csv names each trial's node.
+# Activate the environment that has spanet2 before sbatch (it is inherited), or set SPANET2_VENV=/path/to/.venv.
 #
 #SBATCH --job-name=spanet2-tune
 #SBATCH --nodes=1
@@ -59,8 +61,7 @@ if [[ -n "${SLURM_JOB_ID:-}" ]]; then
     source "$ROOT/slurm/ray-cluster.sh"
     trap 'ray_cluster_stop' EXIT
     echo "tune.sh: job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}) on $SLURM_JOB_NODELIST, output $OUTPUT"
-    ray_cluster_start
-    ARGS+=(--address "$RAY_ADDRESS")
+    ray_cluster_start  # exports RAY_ADDRESS (and RAY_AUTH_MODE): spanet2 attaches to this cluster
 else
     echo "tune.sh: no SLURM job: running on a local Ray, output $OUTPUT"
 fi

@@ -1,4 +1,8 @@
-"""Session fixture `slurm_cluster`: a real single-node SLURM cluster (slurmctld + slurmd + munge) for sbatch tests.
+"""Session fixtures for sbatch tests on real SLURM daemons (slurmctld + slurmd + munge) on this machine:
+
+- `slurm_cluster`: one node (the host's name, all its CPUs);
+- `slurm_two_nodes`: two nodes `node1` and `node2` (one CPU each), two slurmd daemons on this host with their
+  own ports (`slurmd -N node1`, `slurmd -N node2`): a job's steps tell them apart by `SLURMD_NODENAME`.
 
 Installs `slurm-wlm munge` with apt when missing (root only); skips with the reason when it cannot.
 Daemons run on free ports with their own state dir, so two test sessions on one machine do not collide;
@@ -21,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["SlurmCluster", "slurm_cluster", "start_slurm_cluster"]
+__all__ = ["SlurmCluster", "slurm_cluster", "slurm_two_nodes", "start_slurm_cluster", "stop_slurm_cluster"]
 
 _MUNGE_DIRS = ("/run/munge", "/var/lib/munge", "/var/log/munge")
 
@@ -42,10 +46,11 @@ class SlurmCluster:
 
     root: Path
     conf: Path
-    node: str
-    cpus: int
+    node: str  # the first node's name
+    cpus: int  # CPUs per node
     env: dict[str, str]
     pids: dict[str, int] = field(default_factory=dict)
+    nodes: tuple[str, ...] = ()
 
     def run(self, *cmd: str, timeout: float = 60, check: bool = True, env: dict | None = None):
         merged = dict(self.env, **(env or {}))
@@ -168,19 +173,39 @@ def _node_resources() -> tuple[int, int]:
     return cpus, max(int(memory * 0.9), 1000)
 
 
-def start_slurm_cluster(root: Path) -> SlurmCluster:
-    """Write a slurm.conf under `root`, start munge (if needed), slurmctld, slurmd; wait until the node is idle."""
-    node = socket.gethostname().split(".")[0]
+def start_slurm_cluster(root: Path, *, nodes: int = 1) -> SlurmCluster:
+    """Write a slurm.conf under `root`, start munge (if needed), slurmctld and the slurmd daemons; wait until
+    every node is idle. nodes=1: one node named after the host with all its CPUs; nodes=2: `node1`, `node2`
+    on this host (one slurmd each, own port, spool, pid and log file), the host's CPUs split between them."""
+    host = socket.gethostname().split(".")[0]
     cpus, memory = _node_resources()
     for sub in ("state", "spool", "log"):
         (root / sub).mkdir(parents=True, exist_ok=True)
+    if nodes == 1:
+        names = (host,)
+        node_lines = f"NodeName={host} CPUs={cpus} RealMemory={memory} State=UNKNOWN"
+        slurmd = f"SlurmdPort={_free_port()}\nSlurmdSpoolDir={root}/spool\nSlurmdPidFile={root}/slurmd.pid\n"
+        slurmd += f"SlurmdLogFile={root}/log/slurmd.log"
+    elif nodes == 2:
+        names = ("node1", "node2")
+        cpus, memory = max(cpus // 2, 1), max(memory // 2, 500)
+        node_lines = "\n".join(
+            f"NodeName={name} NodeHostname={host} NodeAddr=127.0.0.1 Port={_free_port()} CPUs={cpus} "
+            f"RealMemory={memory} State=UNKNOWN"
+            for name in names
+        )
+        # %n: the node name, so the two daemons on one host keep separate state
+        slurmd = f"SlurmdSpoolDir={root}/spool-%n\nSlurmdPidFile={root}/slurmd-%n.pid\n"
+        slurmd += f"SlurmdLogFile={root}/log/slurmd-%n.log"
+    else:
+        raise ValueError(f"nodes must be 1 or 2, got {nodes}")
     conf = root / "slurm.conf"
     conf.write_text(f"""\
 ClusterName=spanet2test
 FirstJobId={random.randint(1000, 400000)}
-SlurmctldHost={node}
+SlurmctldHost={host}
 SlurmctldPort={_free_port()}
-SlurmdPort={_free_port()}
+{slurmd}
 SlurmUser=root
 AuthType=auth/munge
 CredType=cred/munge
@@ -192,43 +217,48 @@ SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
 ReturnToService=2
 StateSaveLocation={root}/state
-SlurmdSpoolDir={root}/spool
 SlurmctldPidFile={root}/slurmctld.pid
-SlurmdPidFile={root}/slurmd.pid
 SlurmctldLogFile={root}/log/slurmctld.log
-SlurmdLogFile={root}/log/slurmd.log
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 MinJobAge=3600
-NodeName={node} CPUs={cpus} RealMemory={memory} State=UNKNOWN
+{node_lines}
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """)
     env = dict(os.environ, SLURM_CONF=str(conf))
-    cluster = SlurmCluster(root=root, conf=conf, node=node, cpus=cpus, env=env)
+    cluster = SlurmCluster(root=root, conf=conf, node=names[0], cpus=cpus, env=env, nodes=names)
     munge_pid = _ensure_munge()
     if munge_pid:
         cluster.pids["munged"] = munge_pid
     try:
-        for daemon in ("slurmctld", "slurmd"):
-            _run([f"/usr/sbin/{daemon}", "-f", str(conf)], timeout=60, env=env)
-            pidfile = root / f"{daemon}.pid"
-            for _ in range(100):
-                if pidfile.exists() and pidfile.read_text().strip():
-                    break
-                time.sleep(0.1)
-            cluster.pids[daemon] = int(pidfile.read_text().split()[0])
+        _start_daemon(cluster, "slurmctld", [], root / "slurmctld.pid")
+        if nodes == 1:
+            _start_daemon(cluster, "slurmd", [], root / "slurmd.pid")
+        else:
+            for name in names:
+                _start_daemon(cluster, f"slurmd:{name}", ["-N", name], root / f"slurmd-{name}.pid")
         deadline = time.monotonic() + 60
-        state = ""
+        states: list[str] = []
         while time.monotonic() < deadline:
-            state = cluster.run("sinfo", "-h", "-o", "%T", check=False).stdout.strip()
-            if state == "idle":
+            states = cluster.run("sinfo", "-h", "-N", "-o", "%T", check=False).stdout.split()
+            if len(states) == nodes and set(states) == {"idle"}:
                 return cluster
             time.sleep(0.5)
-        raise RuntimeError(f"the SLURM node did not become idle (state {state!r}); see {root}/log")
+        raise RuntimeError(f"the SLURM nodes did not become idle (states {states!r}); see {root}/log")
     except BaseException:
         stop_slurm_cluster(cluster)
         raise
+
+
+def _start_daemon(cluster: SlurmCluster, key: str, args: list[str], pidfile: Path) -> None:
+    daemon = key.split(":")[0]
+    _run([f"/usr/sbin/{daemon}", "-f", str(cluster.conf), *args], timeout=60, env=cluster.env)
+    for _ in range(100):
+        if pidfile.exists() and pidfile.read_text().strip():
+            break
+        time.sleep(0.1)
+    cluster.pids[key] = int(pidfile.read_text().split()[0])
 
 
 def _other_slurm_daemons(cluster: SlurmCluster) -> bool:
@@ -255,9 +285,10 @@ def _cancel_all_jobs(cluster: SlurmCluster, timeout: float = 60) -> None:
 
 def stop_slurm_cluster(cluster: SlurmCluster) -> None:
     """Cancel the jobs, then terminate the daemons this fixture started, by PID (slurmd first)."""
-    if "slurmctld" in cluster.pids and "slurmd" in cluster.pids:
+    slurmds = [k for k in cluster.pids if k.startswith("slurmd")]
+    if "slurmctld" in cluster.pids and slurmds:
         _cancel_all_jobs(cluster)
-    for name in ("slurmd", "slurmctld", "munged"):
+    for name in (*slurmds, "slurmctld", "munged"):
         if name == "munged" and _other_slurm_daemons(cluster):
             continue  # another test session's cluster still authenticates through this munged
         pid = cluster.pids.pop(name, None)
@@ -276,17 +307,30 @@ def stop_slurm_cluster(cluster: SlurmCluster) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory):
-    """A single-node SLURM cluster for the whole session (see module docstring); skips where SLURM can't run."""
+def _cluster_fixture(tmp_path_factory, nodes: int):
     reason = _install_if_missing()
     if reason:
         pytest.skip(reason)
     if os.geteuid() != 0:
         pytest.skip("starting slurmctld/slurmd/munged by hand needs root")
     try:
-        cluster = start_slurm_cluster(tmp_path_factory.mktemp("slurm"))
+        cluster = start_slurm_cluster(tmp_path_factory.mktemp(f"slurm{nodes}"), nodes=nodes)
     except (RuntimeError, subprocess.SubprocessError, OSError, AttributeError) as exc:
-        pytest.skip(f"could not start a single-node SLURM cluster: {exc}")
+        pytest.skip(f"could not start a {nodes}-node SLURM cluster: {exc}")
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A single-node SLURM cluster for the whole session (see module docstring); skips where SLURM can't run."""
+    cluster = _cluster_fixture(tmp_path_factory, 1)
+    yield cluster
+    stop_slurm_cluster(cluster)
+
+
+@pytest.fixture(scope="module")
+def slurm_two_nodes(tmp_path_factory):
+    """Two SLURM nodes (`node1`, `node2`) on this machine, for the tests of one module; stopped after them."""
+    cluster = _cluster_fixture(tmp_path_factory, 2)
     yield cluster
     stop_slurm_cluster(cluster)

@@ -6,6 +6,8 @@ import contextlib
 import json
 import logging
 import os
+import socket
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -16,7 +18,7 @@ from typing import Any
 
 from spanet2.events.errors import InputError
 
-__all__ = ["RaySession", "auth_token", "dashboard_get", "ray_session", "tunnel_command"]
+__all__ = ["RaySession", "auth_token", "dashboard_get", "node_identity", "ray_session", "tunnel_command"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,19 @@ def auth_token() -> str | None:
         return None
 
 
+def node_identity() -> dict[str, str]:
+    """Where this process runs: `node_name` (the SLURM node, else the host name) and the Ray `node_id`
+    ("" outside Ray). Trials and repeats record it, so a run shows which node trained it."""
+    name = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+    node_id = ""
+    with contextlib.suppress(ImportError):
+        import ray
+
+        if ray.is_initialized():
+            node_id = ray.get_runtime_context().get_node_id()
+    return {"node_name": name, "node_id": node_id}
+
+
 def dashboard_get(url: str, route: str, *, token: str | None = None, timeout_s: float = 10.0) -> Any:
     """GET `route` (e.g. "/api/jobs/") from the Ray dashboard at `url` with the bearer token; parsed JSON.
 
@@ -67,6 +82,24 @@ def tunnel_command(dashboard_port: int, *, host: str, login_node: str = "<login-
     )
 
 
+def _set_auth_mode() -> str:
+    """Token auth (Ray >= 2.52) unless the user chose a mode: set RAY_AUTH_MODE explicitly, because Ray's own
+    default depends on whether a token file happens to exist already."""
+    mode = os.environ.get("RAY_AUTH_MODE") or "token"
+    if os.environ.get("RAY_AUTH_MODE") != mode:
+        os.environ["RAY_AUTH_MODE"] = mode
+        if "ray._raylet" in sys.modules:
+            # Ray's core caches its config (the auth mode included) when first imported: refresh it, as
+            # Ray does itself when it switches a local cluster to token mode.
+            with contextlib.suppress(ImportError, AttributeError):
+                from ray._raylet import Config
+
+                Config.initialize("")
+    if mode != "token":
+        log.warning("RAY_AUTH_MODE=%s: the Ray dashboard and jobs API accept anyone who reaches them", mode)
+    return mode
+
+
 def _short_temp_dir() -> str:
     # Ray's Unix sockets live under the temp dir; their paths must stay < 108 characters.
     base = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
@@ -84,9 +117,9 @@ def ray_session(
 ) -> Iterator[RaySession]:
     """Attach to Ray for the duration of a `with` block.
 
-    `address` (or `RAY_ADDRESS`): "auto", "ip:port" of a running head (e.g. the SLURM script's) — token
-    auth is switched on for the client. Otherwise a local Ray is started with the dashboard bound to
-    127.0.0.1 and stopped at the end. Never calls `ray stop`: only what this process started is shut down.
+    `address` (or `RAY_ADDRESS`): "auto", "ip:port" of a running head (e.g. the SLURM script's). Otherwise a
+    local Ray is started with the dashboard bound to 127.0.0.1 and stopped at the end. Either way token auth
+    is on (RAY_AUTH_MODE=token) unless RAY_AUTH_MODE says otherwise. Never calls `ray stop`: only what this process started is shut down.
     """
     import ray
 
@@ -94,8 +127,8 @@ def ray_session(
     if ray.is_initialized():  # a caller (test, notebook) already attached us: use that, leave it running
         yield _describe(ray, started_here=False)
         return
+    _set_auth_mode()  # a local Ray creates ~/.ray/auth_token in token mode; a client must send it
     if address:
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
         try:
             context = ray.init(address=address, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:

@@ -27,13 +27,17 @@ EVALUATION = "evaluation.json"  # per seed, next to its run directories; a prese
 
 @dataclass
 class RepeatResult:
-    """`runs`: one dict per seed (seed, run_dir, accuracy, auc, assignment_table); `summary`: per metric
-    {"mean", "std", "n", "values"}, std = sample standard deviation (n - 1)."""
+    """`runs`: one dict per finished seed (seed, node_name, run_dir, accuracy, auc, assignment_table);
+    `summary`: per metric {"mean", "std", "n", "values"}, std = sample standard deviation (n - 1).
+    `complete`: False when an array task finished its seed while other seeds are still missing (then
+    `summary_path` is not written yet: the task that finishes the last seed writes it)."""
 
     runs: list[dict[str, Any]]
     summary: dict[str, Any]
     summary_path: Path
     model: str
+    complete: bool = True
+    n: int = 0
 
 
 def train_and_evaluate(
@@ -79,8 +83,11 @@ def train_and_evaluate(
             progress=False,
         )
         numbers = evaluate_dnn(trained.run_dir, testing_file, pairing=pairing)
+    from spanet2.hpc.cluster import node_identity
+
     record = {
         "seed": seed,
+        **node_identity(),
         "run_dir": str(trained.run_dir),
         "accuracy": numbers.get("accuracy"),
         "auc": numbers.get("auc"),
@@ -126,15 +133,17 @@ def format_repeat_summary(result: RepeatResult) -> str:
     """Markdown: per-seed ACC/AUC, their mean ± std, and the assignment table as mean ± std."""
     runs, summary = result.runs, result.summary
     lines = [
-        f"# {len(runs)} seeds ({result.model}); mean ± sample std (n-1)",
+        f"# {len(runs)} seeds ({result.model}); mean ± sample std (n-1)"
+        if result.complete
+        else f"# {len(runs)} of {result.n} seeds finished so far ({result.model}); mean ± sample std (n-1)",
         "",
-        "| seed | ACC | AUC | run |",
-        "|---:|---:|---:|---|",
+        "| seed | ACC | AUC | node | run |",
+        "|---:|---:|---:|---|---|",
     ]
     for run in runs:
         acc = "n/a" if run.get("accuracy") is None else f"{run['accuracy']:.4f}"
         auc = "n/a" if run.get("auc") is None else f"{run['auc']:.4f}"
-        lines.append(f"| {run['seed']} | {acc} | {auc} | {run['run_dir']} |")
+        lines.append(f"| {run['seed']} | {acc} | {auc} | {run.get('node_name', '')} | {run['run_dir']} |")
     lines += [
         "",
         "| | ACC | AUC |",
@@ -196,15 +205,20 @@ def run_repeats(
     cpus_per_run: float = 1.0,
     gpus_per_run: float = 0.0,
     num_cpus: int | None = None,
+    task_index: int | None = None,
 ) -> RepeatResult:
     """Train seeds `seed .. seed+n-1` in parallel (one Ray task each) and evaluate each on `testing_file`.
 
     Runs go to `<log_dir>/<name>/seed_<s>/version_<k>/`; a seed whose `evaluation.json` exists is not
     retrained (rerun the same command to finish an interrupted set). The summary (per-seed numbers, mean,
-    std, provenance) is written to `<log_dir>/<name>/repeat.json`.
+    std, provenance) is written to `<log_dir>/<name>/repeat.json`. Epochs: the options' own, unless `epochs`.
+    `task_index` (a SLURM array task): train only seed `seed + task_index`, in this process, without Ray;
+    the summary is written by whichever task finds all n seeds finished.
     """
     if n < 1:
         raise InputError("-n", None, f"the number of seeds must be >= 1, got {n}")
+    if task_index is not None and not 0 <= task_index < n:
+        raise InputError("--task-index", None, f"must lie in 0..{n - 1} (n = {n}), got {task_index}")
     if model not in ("spanet2", "dnn"):
         raise InputError("--model", None, f"expected spanet2 or dnn, got {model!r}")
     if cpus_per_run < 0 or gpus_per_run < 0 or (cpus_per_run == 0 and gpus_per_run == 0):
@@ -239,25 +253,43 @@ def run_repeats(
     check_writable(summary_path)
     seeds = [seed + i for i in range(n)]
 
-    done: dict[int, dict[str, Any]] = {}
-    for s in seeds:
-        evaluation = base / f"seed_{s}" / EVALUATION
-        if evaluation.is_file():
-            done[s] = json.loads(evaluation.read_text())
-            log.info("seed %d: reusing %s", s, evaluation)
+    # what every seed's train_and_evaluate gets besides model, options and seed
+    job = {
+        "log_dir": str(base),
+        "event_file": event_file,
+        "training_file": training_file,
+        "validation_file": validation_file,
+        "testing_file": testing_file,
+        "pairing": pairing,
+    }
+    done = _finished_seeds(base, seeds)
+    for s in done:
+        log.info("seed %d: reusing %s", s, base / f"seed_{s}" / EVALUATION)
     todo = [s for s in seeds if s not in done]
-    if todo:
+    if task_index is not None:
+        mine = seed + task_index
+        if mine in todo:
+            log.info("array task %d: seed %d in this process (no Ray)", task_index, mine)
+            train_and_evaluate(model, options, seed=mine, name=f"seed_{mine}", **job)
+        # with the other tasks' seeds finished meanwhile (each task writes its evaluation.json before looking)
+        done = _finished_seeds(base, seeds)
+        if len(done) < n:
+            runs = [done[s] for s in seeds if s in done]
+            return RepeatResult(
+                runs=runs,
+                summary=summarize_runs(runs),
+                summary_path=summary_path,
+                model=model,
+                complete=False,
+                n=n,
+            )
+    elif todo:
         done.update(
             _run_on_ray(
                 todo,
                 model=model,
                 options=options,
-                base=base,
-                event_file=event_file,
-                training_file=training_file,
-                validation_file=validation_file,
-                testing_file=testing_file,
-                pairing=pairing,
+                job=job,
                 address=address,
                 cpus_per_run=cpus_per_run,
                 gpus_per_run=gpus_per_run,
@@ -277,7 +309,13 @@ def run_repeats(
     }
     with atomic_path(summary_path) as tmp:
         tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-    return RepeatResult(runs=runs, summary=summary, summary_path=summary_path, model=model)
+    return RepeatResult(runs=runs, summary=summary, summary_path=summary_path, model=model, n=n)
+
+
+def _finished_seeds(base: Path, seeds: list[int]) -> dict[int, dict[str, Any]]:
+    """{seed: its evaluation.json} for the seeds that have one under `base`."""
+    paths = {s: base / f"seed_{s}" / EVALUATION for s in seeds}
+    return {s: json.loads(p.read_text()) for s, p in paths.items() if p.is_file()}
 
 
 def _run_on_ray(
@@ -285,12 +323,7 @@ def _run_on_ray(
     *,
     model: str,
     options: Any,
-    base: Path,
-    event_file,
-    training_file,
-    validation_file,
-    testing_file,
-    pairing,
+    job: dict[str, Any],
     address,
     cpus_per_run,
     gpus_per_run,
@@ -306,24 +339,11 @@ def _run_on_ray(
         log.info(
             "repeat: %d seeds on Ray %s (dashboard %s)", len(seeds), session.address, session.dashboard_url
         )
+        # max_retries: a seed whose node died runs again elsewhere (errors in training are not retried)
         remote = ray.remote(train_and_evaluate).options(
-            num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0
+            num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=2
         )
-        pending = {
-            remote.remote(
-                model,
-                options,
-                seed=s,
-                log_dir=str(base),
-                name=f"seed_{s}",
-                event_file=event_file,
-                training_file=training_file,
-                validation_file=validation_file,
-                testing_file=testing_file,
-                pairing=pairing,
-            ): s
-            for s in seeds
-        }
+        pending = {remote.remote(model, options, seed=s, name=f"seed_{s}", **job): s for s in seeds}
         with Progress(
             TextColumn("[bold]repeat[/]"),
             BarColumn(),

@@ -103,6 +103,8 @@ class SearchConfig:
     grace_period: int = 1
     reduction_factor: float = 2.0
     seed: int = 0
+    max_failures: int = 2
+    points_to_evaluate: tuple[dict[str, Any], ...] = ()
 
     def replace(self, **changes: Any) -> SearchConfig:
         return dataclasses.replace(self, **changes)
@@ -133,8 +135,11 @@ class SearchConfig:
                 "reduction_factor": self.reduction_factor,
             },
             "seed": self.seed,
+            "max_failures": self.max_failures,
             "space": {p.name: p.to_dict() for p in self.space},
         }
+        if self.points_to_evaluate:
+            out["points_to_evaluate"] = [dict(p) for p in self.points_to_evaluate]
         if self.model != "dnn":
             del out["pairing"]
         return out
@@ -227,6 +232,8 @@ _TOP_KEYS = {
     "scheduler",
     "seed",
     "space",
+    "max_failures",
+    "points_to_evaluate",
 }
 
 
@@ -329,6 +336,10 @@ def load_search_config(path: str | os.PathLike, *, validate_keys: bool = True) -
     seed = raw.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(path, "seed", f"expected an integer >= 0, found {seed!r}")
+    max_failures = raw.get("max_failures", 2)
+    if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 0:
+        raise ConfigError(path, "max_failures", f"expected an integer >= 0, found {max_failures!r}")
+    points = _points_to_evaluate(raw.get("points_to_evaluate"), space, path)
     return SearchConfig(
         path=str(path),
         model=model,
@@ -351,7 +362,37 @@ def load_search_config(path: str | os.PathLike, *, validate_keys: bool = True) -
         grace_period=grace,
         reduction_factor=float(reduction),
         seed=seed,
+        max_failures=max_failures,
+        points_to_evaluate=points,
     )
+
+
+def _points_to_evaluate(raw: Any, space: tuple[Parameter, ...], file: object) -> tuple[dict[str, Any], ...]:
+    """The trials to run first (before the sampler), each a mapping of searched options to values inside
+    the space (a partial mapping leaves the rest to the sampler)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(p, dict) and p for p in raw):
+        raise ConfigError(
+            file, "points_to_evaluate", "expected a list of mappings of searched option -> value"
+        )
+    by_name = {p.name: p for p in space}
+    for i, point in enumerate(raw):
+        for name, value in point.items():
+            key = f"points_to_evaluate[{i}].{name}"
+            param = by_name.get(name)
+            if param is None:
+                raise ConfigError(file, key, f"not searched in `space` (searched: {', '.join(by_name)})")
+            if param.kind == "choice":
+                if value not in param.values:
+                    raise ConfigError(file, key, f"{value!r} is not one of {list(param.values)}")
+                continue
+            _number(value, file, key)
+            if param.kind == "randint" and value != int(value):
+                raise ConfigError(file, key, f"expected an integer, found {value!r}")
+            if not param.low <= value <= param.high:
+                raise ConfigError(file, key, f"{value!r} lies outside [{param.low}, {param.high}]")
+    return tuple(dict(p) for p in raw)
 
 
 def optuna_space(space: tuple[Parameter, ...]) -> dict[str, Any]:

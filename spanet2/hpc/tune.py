@@ -162,12 +162,21 @@ def train_trial(
 
 
 def _record_start(spec: TrialSpec, params: dict[str, Any], **extra: Any) -> str:
-    """Append the trial's "start" line to the ledger (resume counts these); return the Tune trial id."""
+    """Append the trial's "start" line (with its node) to the ledger; return the Tune trial id. A trial
+    restarted after a failure (a lost node) gets a second line: the last one says where it finished."""
     from ray import tune
 
+    from spanet2.hpc.cluster import node_identity
+
     trial_id = tune.get_context().get_trial_id()
-    _append_ledger(spec.ledger, {"event": "start", "trial_id": trial_id, "pid": os.getpid(), "time": time.time(),
-                                 "params": params, **extra})
+    record = {
+        "event": "start",
+        "trial_id": trial_id,
+        "pid": os.getpid(),
+        "time": time.time(),
+        "params": params,
+    }
+    _append_ledger(spec.ledger, {**record, **node_identity(), **extra})
     return trial_id
 
 
@@ -517,6 +526,7 @@ def _fit(config: SearchConfig, spec: TrialSpec, output: Path, *, resume: bool):
                 metric=objective.metric,
                 mode=objective.mode,
                 sampler=TPESampler(seed=config.seed),
+                points_to_evaluate=[dict(p) for p in config.points_to_evaluate] or None,
             )
             if config.scheduler == "asha":
                 scheduler = ASHAScheduler(
@@ -547,7 +557,8 @@ def _fit(config: SearchConfig, spec: TrialSpec, output: Path, *, resume: bool):
                     storage_path=str(output / "ray"),
                     verbose=0,
                     callbacks=[callback],
-                    failure_config=tune.FailureConfig(max_failures=0),
+                    # a trial whose node died (or any other failure) restarts from scratch elsewhere
+                    failure_config=tune.FailureConfig(max_failures=config.max_failures),
                 ),
             )
         return tuner.fit()
@@ -567,6 +578,10 @@ def _write_outputs(config: SearchConfig, spec: TrialSpec, output: Path, results)
     names = [p.name for p in config.space]
     ledger = read_ledger(output)
     finished = {r["trial_id"] for r in ledger if r["event"] == "complete"}
+    starts: dict[str, list[dict[str, Any]]] = {}
+    for record in ledger:
+        if record["event"] == "start":
+            starts.setdefault(record["trial_id"], []).append(record)
     rows = []
     for result in results:
         history = _history(result)
@@ -583,12 +598,20 @@ def _write_outputs(config: SearchConfig, spec: TrialSpec, output: Path, results)
         else:
             best_value, best_epoch = math.nan, {}
         status = "ERROR" if result.error else ("TERMINATED" if trial_id in finished else "UNFINISHED")
+        # the last report's iteration: a trial restarted after a failure trains (and counts) from epoch 1 again
+        epochs = int(history[-1].get("training_iteration", len(history))) if history else 0
+        last_start = (starts.get(trial_id) or [{}])[-1]
         row = {
             "trial_id": trial_id,
             "status": status,
-            "epochs": len(history),
+            "epochs": epochs,
+            # ASHA (or the trainer's own patience) ended it before the search's epochs
+            "stopped_early": status == "TERMINATED" and epochs < config.epochs,
             objective.metric: best_value,
             "best_epoch": best_epoch.get("training_iteration", math.nan),
+            "node_name": last_start.get("node_name", ""),
+            "node_id": last_start.get("node_id", ""),
+            "starts": len(starts.get(trial_id, [])),
         }
         for name in names:
             row[name] = (result.config or {}).get(name)
@@ -607,7 +630,17 @@ def _write_outputs(config: SearchConfig, spec: TrialSpec, output: Path, results)
     rows.sort(key=rank_key)
     for rank, row in enumerate(rows, 1):
         row["rank"] = rank
-    columns = ["rank", "trial_id", "status", "epochs", "best_epoch", objective.metric, *names]
+    columns = [
+        "rank",
+        "trial_id",
+        "status",
+        "epochs",
+        "stopped_early",
+        "best_epoch",
+        objective.metric,
+        *names,
+    ]
+    columns += ["node_name", "node_id", "starts"]
     extra = sorted({k for r in rows for k in r} - set(columns) - {"log_dir"})
     columns += [*extra, "log_dir"]
     trials_csv = output / "trials.csv"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from slurm_cluster import slurm_two_nodes  # noqa: F401  (the two-node cluster of test_hpc_slurm_nodes.py)
 
 _HERE = Path(__file__).resolve().parent
 _STARTED: list = []
@@ -18,9 +19,10 @@ _STARTED: list = []
 def ray_local():
     """A local Ray; `spanet2 tune`/`repeat` run in-process attach to it instead of starting their own."""
     ray = pytest.importorskip("ray")
-    from spanet2.hpc.cluster import _short_temp_dir
+    from spanet2.hpc.cluster import _set_auth_mode, _short_temp_dir
 
     if not ray.is_initialized():
+        _set_auth_mode()  # token auth, as spanet2's own sessions (cluster.ray_session)
         context = ray.init(
             num_cpus=2,
             include_dashboard=True,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import urllib.error
 from pathlib import Path
@@ -22,6 +24,7 @@ def test_public_api():
         "RaySession",
         "auth_token",
         "dashboard_get",
+        "node_identity",
         "ray_session",
         "tunnel_command",
     }
@@ -78,9 +81,36 @@ def test_deepspeed_config(tmp_path):
         deepspeed_config(zero_stage=4)
 
 
-@pytest.mark.parametrize("script", ["tune.sh", "repeat.sh", "ray-cluster.sh"])
+@pytest.mark.parametrize("script", ["tune.sh", "repeat.sh", "ray-cluster.sh", "study.sh"])
 def test_slurm_scripts_parse(script):
     subprocess.run(["bash", "-n", str(REPO / "slurm" / script)], check=True)
+
+
+def test_every_ray_srun_step_asks_for_its_cpus():
+    """SLURM >= 22.05 steps inherit no --cpus-per-task from the job: every srun of the Ray scripts asks."""
+    text = (REPO / "slurm" / "ray-cluster.sh").read_text()
+    calls = [line for line in text.splitlines() if "srun --" in line and not line.lstrip().startswith("#")]
+    assert len(calls) == 4, calls  # token copy, head address, head, workers (update when adding steps)
+    for call in calls:
+        assert "--cpus-per-task" in call or '"${step_res[@]}"' in call, call
+    assert 'step_res+=(--gpus-per-task="$gpus")' in text  # and GPUs when the job has them
+
+
+def test_local_session_sets_token_auth_explicitly(monkeypatch):
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    assert cluster._set_auth_mode() == "token" and os.environ["RAY_AUTH_MODE"] == "token"
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # the user's explicit choice stays
+    assert cluster._set_auth_mode() == "disabled"
+
+
+def test_node_identity_names_the_slurm_node(monkeypatch):
+    import ray
+
+    monkeypatch.setenv("SLURMD_NODENAME", "node7")
+    node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+    assert cluster.node_identity() == {"node_name": "node7", "node_id": node_id}
+    monkeypatch.delenv("SLURMD_NODENAME")
+    assert cluster.node_identity()["node_name"] == socket.gethostname()
 
 
 def test_tune_sh_without_arguments_prints_usage():

@@ -121,3 +121,24 @@ def test_repeat_bad_inputs_exit_2(tmp_path, run_cli):
     rc, _, err = run_cli("repeat", tmp_path / "missing.json", "-n", "2", "--log_dir", tmp_path / "r")
     assert rc == 2 and err.count("\n") == 1 and "missing.json" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_array_tasks_train_one_seed_each_and_the_last_writes_the_summary(tmp_path, run_cli):
+    """`--task-index I` (what slurm/repeat.sh passes in an array job): seed SEED+I here, no Ray; the options'
+    own epochs; repeat.json appears once both seeds are done."""
+    files = tiny_files(tmp_path / "data", n_train=200, n_test=100)
+    args = ("repeat", files["options"], "-n", "2", "--log_dir", tmp_path / "runs", "--name", "arr", "-r", "3")
+    rc, out, err = run_cli(*args, "--task-index", "1")
+    assert rc == 0, err
+    assert "1 of 2 seeds finished" in out and not (tmp_path / "runs" / "arr" / "repeat.json").exists()
+    first = json.loads((tmp_path / "runs" / "arr" / "seed_4" / "evaluation.json").read_text())
+    assert first["node_name"]  # where it trained (SLURMD_NODENAME in a job)
+    rc, out, err = run_cli(*args, "--task-index", "0")
+    assert rc == 0, err
+    summary = json.loads((tmp_path / "runs" / "arr" / "repeat.json").read_text())
+    assert summary["seeds"] == [3, 4] and summary["summary"]["accuracy"]["n"] == 2
+    epochs = json.loads(files["options"].read_text())["epochs"]
+    for run in summary["runs"]:
+        assert len((Path(run["run_dir"]) / "metrics.jsonl").read_text().splitlines()) == epochs
+    rc, _, err = run_cli(*args, "--task-index", "2")
+    assert rc == 2 and err.count("\n") == 1 and "--task-index" in err and "0..1" in err

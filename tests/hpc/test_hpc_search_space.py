@@ -66,6 +66,16 @@ def test_yaml_round_trip_is_exact(tmp_path, name):
     assert load_search_config(copy).replace(path=None) == config.replace(path=None)
 
 
+def test_points_to_evaluate_and_max_failures_round_trip(tmp_path):
+    points = [{"learning_rate": 1e-3, "hidden_dim": 32}, {"dropout": 0.0}]
+    config = load_search_config(_write(tmp_path, points_to_evaluate=points, max_failures=0))
+    assert config.points_to_evaluate == tuple(points) and config.max_failures == 0
+    copy = tmp_path / "copy.yaml"
+    copy.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    assert load_search_config(copy).replace(path=None) == config.replace(path=None)
+    assert load_search_config(REPO / "configs/tune/spanet2.yaml").max_failures == 2  # the default
+
+
 def test_optuna_space_kinds_and_bounds():
     config = load_search_config(REPO / "configs/tune/spanet2.yaml")
     space = optuna_space(config.space)
@@ -107,6 +117,16 @@ def _write(tmp_path: Path, **changes) -> Path:
         ({"engine": "horovod"}, "engine", "single, ddp or deepspeed"),
         ({"resources_per_trial": {"cpu": 1, "workers": 2}}, "engine", "need engine ddp or deepspeed"),
         ({"bogus_key": 1}, "bogus_key", "unknown key"),
+        ({"max_failures": -1}, "max_failures", "integer >= 0"),
+        ({"points_to_evaluate": {"dropout": 0.1}}, "points_to_evaluate", "list of mappings"),
+        ({"points_to_evaluate": [{"epochs": 3}]}, "points_to_evaluate[0].epochs", "not searched"),
+        ({"points_to_evaluate": [{"dropout": 0.9}]}, "points_to_evaluate[0].dropout", "outside [0.0, 0.5]"),
+        ({"points_to_evaluate": [{"hidden_dim": 48}]}, "points_to_evaluate[0].hidden_dim", "not one of"),
+        (
+            {"points_to_evaluate": [{"dropout": 0.1}, {"num_encoder_layers": 2.5}]},
+            "points_to_evaluate[1].num_encoder_layers",
+            "expected an integer",
+        ),
     ],
 )
 def test_bad_configs_name_file_and_key(tmp_path, changes, key, words):

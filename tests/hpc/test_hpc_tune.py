@@ -169,3 +169,37 @@ def test_killed_search_resumes_without_rerunning_finished_trials(files, tmp_path
         f"finished before the kill: {len(finished_before)}; trainings started in total: "
         f"{sum(starts.values())} for 4 trials"
     )
+
+
+def test_asha_stops_a_bad_trial_before_its_last_epoch(ray_local, files, tmp_path, run_cli):
+    """4 epochs, grace period 1: a good trial first (learning rate 5e-3), then a deliberately bad one
+    (learning rate 0: its loss never moves). At the epoch-1 rung the bad trial is worse than the good one's
+    epoch 1, so ASHA stops it there; trials.csv shows 1 epoch (stopped_early) against 4."""
+    config = tiny_spanet2_search(
+        tmp_path / "search.yaml",
+        files,
+        num_samples=2,
+        epochs=4,
+        scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2},
+        space={"learning_rate": {"uniform": [0.0, 0.01]}, "dropout": {"uniform": [0.0, 0.3]}},
+        points_to_evaluate=[{"learning_rate": 0.005, "dropout": 0.0}, {"learning_rate": 0.0, "dropout": 0.0}],
+    )
+    output = tmp_path / "out"
+    rc, _, err = run_cli("tune", config, "--output", output)
+    assert rc == 0, err
+    rows = {float(r["learning_rate"]): r for r in _rows(output)}
+    good, bad = rows[0.005], rows[0.0]
+    assert good["status"] == bad["status"] == "TERMINATED"
+    assert good["epochs"] == "4" and good["stopped_early"] == "False"
+    assert int(bad["epochs"]) < 4 and bad["stopped_early"] == "True"
+    assert bad["epochs"] == "1"  # stopped at the first rung
+    good_history = _metrics(good)
+    bad_history = _metrics(bad)
+    assert bad_history[0]["val_loss"] > good_history[0]["val_loss"]  # why it was stopped
+    assert len(good_history) == 4 and len(bad_history) < 4  # the trainer itself stopped early too
+    print(f"epochs trained: good {good['epochs']}, bad (lr 0) {bad['epochs']} of 4")
+
+
+def _metrics(row: dict) -> list[dict]:
+    lines = (Path(row["log_dir"]) / "version_0" / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
