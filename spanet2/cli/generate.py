@@ -115,7 +115,7 @@ def register(subparsers) -> None:
     sig.add_argument("--events-per-kappa", type=int, required=True, help="selected events per kappa_lambda")
     sig.add_argument("--output", required=True, help="output HDF5 file")
     _common(sig)
-    sig.set_defaults(handler=_signal, smoke_caps={"events_per_kappa": 100})
+    sig.set_defaults(handler=_signal, smoke_caps={"events_per_kappa": 50})
 
     bkg = sub.add_parser(
         "background",
@@ -128,7 +128,7 @@ def register(subparsers) -> None:
     )
     bkg.add_argument("--output", required=True, help="output HDF5 file")
     _common(bkg)
-    bkg.set_defaults(handler=_background, smoke_caps={"events": 500})
+    bkg.set_defaults(handler=_background, smoke_caps={"events": 300})
 
     sets = sub.add_parser(
         "sets",
@@ -142,7 +142,7 @@ def register(subparsers) -> None:
     sets.add_argument("--test-fraction", type=float, default=0.1, help="fraction in the test files (0.1)")
     sets.add_argument("--output-dir", required=True, help="output folder")
     _common(sets)
-    sets.set_defaults(handler=_sets, smoke_caps={"signal_per_kappa": 100, "background": 500})
+    sets.set_defaults(handler=_sets, smoke_caps={"signal_per_kappa": 50, "background": 300})
 
     pair = subparsers.add_parser(
         "pair",

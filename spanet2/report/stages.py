@@ -5,7 +5,7 @@ A stage's *fingerprint* hashes the part of the study config it reads, the conten
 of the stages it depends on and the spanet2 version; the record `<out>/stages/<name>.json` stores the
 fingerprint, the outputs and the wall time. A stage reruns when its record is missing, its fingerprint changed,
 an output vanished, or `--from` names it (or a stage before it). File hashes are cached by (size, mtime) in
-`<out>/stages/file_hashes.json`, so an unchanged large file is not read again.
+`<out>/.file_hashes.json`, so an unchanged large file is not read again.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class StageRunner:
     _hash_cache: dict[str, list] | None = field(default=None, repr=False)
 
     def _cache_path(self) -> Path:
-        return self.out_dir / "stages" / "file_hashes.json"
+        return self.out_dir / ".file_hashes.json"  # not under stages/: that folder holds one record per stage
 
     def file_hash(self, path: Path) -> str | None:
         """Content hash of `path` (None when it does not exist), cached by size and mtime."""

@@ -88,12 +88,13 @@ def load_study_config(path: str | Path) -> dict:
 
 
 # SPANET2_SMOKE_TEST: the most events, epochs and trials a study runs (every stage still runs)
-_SMOKE_DATA = {"signal_per_kappa": 100, "background": 500, "kappa5_signal": 300, "energy_compare_events": 2000}
+_SMOKE_DATA = {"signal_per_kappa": 50, "background": 300, "kappa5_signal": 150, "energy_compare_events": 1000}
+_SMOKE_NETWORK = {"hidden_dim": 32, "num_encoder_layers": 2}  # at most, for the SPANet2 models
 
 
 def smoke_config(cfg: dict) -> dict:
-    """`cfg` at smoke-test sizes: data counts capped, one epoch per network (two per DNN), two repeats of one
-    epoch, one tune trial of one epoch."""
+    """`cfg` at smoke-test sizes: data counts capped, one epoch per network (two per DNN) at most 32 wide and 2
+    encoder layers deep, two repeats of one epoch (of the DNNs only when there are some), one tune trial."""
     import copy
 
     cfg = copy.deepcopy(cfg)
@@ -102,8 +103,13 @@ def smoke_config(cfg: dict) -> dict:
             cfg["data"][key] = min(int(cfg["data"][key]), cap)
     for name, spec in cfg["models"].items():
         spec["epochs"] = 2 if name.startswith("dnn") else 1
+        if not name.startswith("dnn"):
+            for key, cap in _SMOKE_NETWORK.items():
+                spec[key] = min(int(spec.get(key, cap)), cap)
     if cfg.get("repeats"):
-        cfg["repeats"].update(n=min(int(cfg["repeats"].get("n", 2)), 2), epochs=1)
+        models = cfg["repeats"].get("models", ["spanet2", "dnn_min_dr"])
+        dnns = [m for m in models if m.startswith("dnn")]
+        cfg["repeats"].update(n=min(int(cfg["repeats"].get("n", 2)), 2), epochs=1, models=dnns or models)
     for spec in (cfg.get("tune") or {}).values():
         spec.update(num_samples=1, epochs=1, max_concurrent_trials=1)
     return cfg

@@ -57,7 +57,10 @@ def test_editing_an_options_file_reruns_only_the_stages_that_read_it(tmp_path):
     # a new spanet2 version reruns everything
     StageRunner(tmp_path, cfg, stages, progress=lambda m: None, version="99.0").run(None)
     assert calls == ["train", "predict", "generate_other", "report"]
-    cache = json.loads((tmp_path / "stages" / "file_hashes.json").read_text())
+    assert sorted(p.name for p in (tmp_path / "stages").iterdir()) == sorted(
+        f"{s.name}.json" for s in stages
+    )  # one record per stage and nothing else (the report lists them)
+    cache = json.loads((tmp_path / ".file_hashes.json").read_text())
     assert cache[str(options.resolve())][2] == file_sha256(options)
 
 
