@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from hpc_data import tiny_files, tiny_spanet2_search
 
-from spanet2.hpc.cluster import auth_token, dashboard_get
+from spanet2.hpc.cluster import dashboard_get
 from spanet2.hpc.tune import read_ledger
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,9 +25,12 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 RUNNING = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", None)
 
 
-def _job_env() -> dict[str, str]:
+def _job_env(token_path: Path | None = None) -> dict[str, str]:
     venv_bin = str(Path(sys.executable).parent)
-    return {"PATH": f"{venv_bin}:{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1"}
+    env = {"PATH": f"{venv_bin}:{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1"}
+    if token_path is not None:  # a token file of this test only: the job must create it
+        env["RAY_AUTH_TOKEN_PATH"] = str(token_path)
+    return env
 
 
 def _log_text(log: Path) -> str:
@@ -60,10 +63,8 @@ def _raylet_of(node: str, job: int) -> int | None:
     return None
 
 
-def _check_dashboard(url: str) -> None:
+def _check_dashboard(url: str, token: str) -> None:
     """The dashboard answers 401 without the token; with it, both nodes are ALIVE with one CPU each."""
-    token = auth_token()
-    assert token, "no Ray auth token (~/.ray/auth_token)"
     with pytest.raises(urllib.error.HTTPError) as denied:
         dashboard_get(url, "/api/jobs/", token="")
     assert denied.value.code == 401
@@ -96,18 +97,23 @@ def test_sbatch_tune_on_two_nodes_spreads_trials_and_survives_a_lost_node(slurm_
     )
     output = tmp_path / "search_out"
     log = tmp_path / "tune.log"
+    token_path = tmp_path / "ray" / "auth_token"
     job = cluster.sbatch(
         REPO / "slurm" / "tune.sh",
         str(config),
         str(output),
         options=("--nodes=2", "--cpus-per-task=1", f"--output={log}", "--time=20"),
         cwd=str(REPO),
-        env=_job_env(),
+        env=_job_env(token_path),
     )
     killed_trial = None
     try:
         url = _wait_for_dashboard(log, lambda: cluster.job_info(job))
-        _check_dashboard(url)
+        # ray-cluster.sh generated the token (none existed), private to the user
+        assert token_path.stat().st_mode & 0o777 == 0o600
+        token = token_path.read_text().strip()
+        assert re.fullmatch(r"[0-9a-f]{64}", token)
+        _check_dashboard(url, token)
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and cluster.job_info(job).get("JobState") in RUNNING:
             ledger = read_ledger(output)
@@ -128,7 +134,7 @@ def test_sbatch_tune_on_two_nodes_spreads_trials_and_survives_a_lost_node(slurm_
         cluster.cancel(job)  # no-op when finished; never leave a job (and its Ray) behind
     text = _log_text(log)
     assert info["JobState"] == "COMPLETED", text[-5000:]
-    assert "ray: token auth, token" in text and "ssh -N -L 8265:127.0.0.1:" in text
+    assert f"ray: token auth, token {token_path} (generated" in text and "ssh -N -L 8265:127.0.0.1:" in text
     assert "cluster steps stopped" in text  # clean teardown of its own steps
 
     rows = {r["trial_id"]: r for r in csv.DictReader((output / "trials.csv").open())}
