@@ -413,6 +413,7 @@ def _fit(model, optimizer, options, state, run_dir, names, pairing, arrays, epoc
             record = {"epoch": state["epoch"], "train_loss": total / len(x_train), "val_loss": val_loss,
                       "val_accuracy": val["accuracy"], "val_auc": val["auc"]}  # fmt: skip
             improved = val_loss < state["best_val_loss"]
+            record["best"] = bool(improved)
             if improved:
                 state["best_val_loss"], state["bad_epochs"] = val_loss, 0
                 state["best_metrics"] = dict(record)
@@ -434,6 +435,11 @@ def _fit(model, optimizer, options, state, run_dir, names, pairing, arrays, epoc
                 logger.info("early stop after epoch %d (no val_loss improvement in %d epochs)",
                             state["epoch"], options.patience)  # fmt: skip
                 break
+    from spanet2.training.curves import write_learning_curves
+
+    every_epoch = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    if every_epoch:  # the whole run, resumed epochs included
+        write_learning_curves(every_epoch, run_dir / "learning_curves.png", title="DNN")
     return history
 
 

@@ -111,6 +111,7 @@ class Options:
     deepspeed_config: str = ""
     zero_stage: int = 0
     compile: bool = False
+    patience: int = 0  # early stopping: stop after this many epochs without a better validation loss (0: off)
 
     def __post_init__(self) -> None:
         _check_values(self, file=None)
@@ -138,6 +139,7 @@ SPANET2_KEYS: tuple[str, ...] = (
     "deepspeed_config",
     "zero_stage",
     "compile",
+    "patience",
 )
 UPSTREAM_KEYS: tuple[str, ...] = tuple(name for name in _FIELDS if name not in SPANET2_KEYS)
 
@@ -185,6 +187,7 @@ def _check_values(opts: Options, file: object | None) -> None:
         "learning_rate_cycles",
         "zero_stage",
         "num_dataloader_workers",
+        "patience",
     ]
     for key in nonneg:
         if getattr(opts, key) < 0:

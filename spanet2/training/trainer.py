@@ -125,6 +125,7 @@ def train(
     train_loss, val_loss, val_auc, val_accuracy, val_pairing_efficiency, lr, epoch_seconds, ...); an exception
     raised in it stops training (the checkpoints of finished epochs stay).
     """
+    from spanet2.training.curves import write_learning_curves
     from spanet2.training.dataset import load_training_data
     from spanet2.training.model import SPANet2
     from spanet2.training.normalization import NormalizationStats, save_normalization
@@ -199,13 +200,30 @@ def train(
                 logger.info("epoch %d/%d: %s", epoch + 1, options.epochs, _short(record))
             if epoch_callback is not None:
                 epoch_callback(dict(record))
+            if options.patience and epochs_since_best(history) >= options.patience:
+                logger.info(
+                    "early stopping after epoch %d: no better validation loss in %d epochs",
+                    epoch + 1,
+                    options.patience,
+                )
+                break
         if writer is not None:
             writer.close()
+        if eng.is_main and history:
+            write_learning_curves(history, run.path / "learning_curves.png", title=name)
         return TrainResult(
             run_dir=run.path, best_metrics=dict(best or {}), history=history, is_main=eng.is_main
         )
     finally:
         eng.close()
+
+
+def epochs_since_best(history: list[dict[str, Any]]) -> int:
+    """Epochs after the last one flagged best (the whole history when none is)."""
+    for back, record in enumerate(reversed(history)):
+        if record.get("best"):
+            return back
+    return len(history)
 
 
 def _selection_loss(record: dict[str, Any]) -> float:

@@ -41,6 +41,7 @@ def test_every_upstream_key_and_the_extras():
         "deepspeed_config",
         "zero_stage",
         "compile",
+        "patience",
     }
 
 

@@ -308,3 +308,30 @@ def test_validation_sharding_round_trips_any_size():
                 keep = np.arange(rank, len(padded), world) < n
                 pieces.append({"x": mine[keep] * 10})
             np.testing.assert_array_equal(_interleave(pieces, n)["x"], np.arange(n) * 10)
+
+
+def test_early_stopping_on_the_validation_loss_and_learning_curves(small):
+    # learning rate 0: the validation loss never improves after epoch 1, so patience 2 stops after epoch 3
+    result = train(
+        small["options"].replace(epochs=6, learning_rate=0.0, patience=2),
+        log_dir=small["root"] / "logs",
+        name="stop",
+        progress=False,
+    )
+    assert [r["epoch"] for r in result.history] == [1, 2, 3]
+    assert [r["best"] for r in result.history] == [True, False, False]
+    png = (result.run_dir / "learning_curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    # patience 0 is off: every epoch runs
+    full = train(small["options"].replace(epochs=3, learning_rate=0.0), log_dir=small["root"] / "logs",
+                 name="full", progress=False)  # fmt: skip
+    assert len(full.history) == 3
+
+
+def test_epochs_since_best():
+    from spanet2.training.trainer import epochs_since_best
+
+    assert epochs_since_best([]) == 0
+    assert epochs_since_best([{"best": False}, {"best": False}]) == 2
+    assert epochs_since_best([{"best": True}, {"best": False}, {"best": True}]) == 0
+    assert epochs_since_best([{"best": True}, {"best": False}, {"best": False}]) == 2
