@@ -244,3 +244,26 @@ def test_same_seed_same_model_and_outputs():
 
 
 _ = one_torch_thread  # autouse fixture (imported so pytest applies it here)
+
+
+def test_sparse_dropout_is_bernoulli_with_the_right_rate_and_scale():
+    from spanet2.training.model import SparseDropout
+
+    torch.manual_seed(1)
+    p = 0.0059
+    layer = SparseDropout(p).train()
+    x = torch.ones(400, 500, 10, requires_grad=True)  # 2M elements
+    y = layer(x)
+    dropped = (y == 0).double().mean().item()
+    sigma = (p * (1 - p) / x.numel()) ** 0.5
+    assert abs(dropped - p) < 5 * sigma
+    assert torch.allclose(y[y != 0], torch.tensor(1 / (1 - p)))
+    # positions are uniform: both halves of the tensor lose about the same share
+    half = x.numel() // 2
+    flat = (y == 0).flatten().double()
+    assert abs(flat[:half].mean().item() - flat[half:].mean().item()) < 8 * sigma
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # d(x·mask·scale)/dx = mask·scale
+    assert layer.eval()(x) is x
+    tiny = SparseDropout(p).train()(torch.ones(3))
+    assert tiny.shape == (3,)

@@ -1,0 +1,161 @@
+"""SPANet2 vs upstream SPANet 2.1.1: training events/s at equal options, step against step; prints the ratio.
+
+Upstream SPANet is never a project dependency: install it in a separate venv (see docs/network.md) and pass
+its Python with --upstream-python (or SPANET_UPSTREAM_PYTHON). Both sides build the network from the same
+options JSON, train on the same HDF5 events (synthetic HH-like events by default, or --data FILE), with the
+same batch size, thread count, AdamW + gradient clipping, and report the median of --steps timed steps
+(after two warm-up steps). Run with nothing else loading the machine: both sides are timed one after the
+other, so a load change between them biases the ratio.
+
+    python benchmarks/upstream_speed.py --upstream-python ../upstream-venv/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from train_throughput import synthetic_events  # noqa: E402
+
+from spanet2.events.topology import load_topology  # noqa: E402
+from spanet2.training.dataset import read_event_arrays  # noqa: E402
+from spanet2.training.engines import build_optimizer  # noqa: E402
+from spanet2.training.losses import SPANet2Loss  # noqa: E402
+from spanet2.training.model import SPANet2, parameter_counts  # noqa: E402
+from spanet2.training.normalization import identity_statistics  # noqa: E402
+from spanet2.training.options import SPANET2_KEYS, load_options  # noqa: E402
+
+UPSTREAM_NAMES = {"embedding": "embedding", "encoder": "encoder", "branches": "branch_decoders",
+                  "classifiers": "classification_decoder", "total": "total"}  # fmt: skip
+
+
+def write_synthetic(path: Path, n: int, seed: int = 0) -> None:
+    """Synthetic HH-like events in the SPANet HDF5 layout (readable by both implementations)."""
+    events = synthetic_events(n, 10, seed)
+    features = events.sequential["Source"]
+    with h5py.File(path, "w") as h5:
+        h5["INPUTS/Source/MASK"] = events.sequential_mask["Source"]
+        for i, name in enumerate(("mass", "pt", "eta", "phi", "btag")):
+            h5[f"INPUTS/Source/{name}"] = features[..., i]
+        h5["INPUTS/Kappa/kappa"] = events.global_inputs["Kappa"][:, 0]
+        for p, particle in enumerate(("h1", "h2")):
+            for d, daughter in enumerate(("b1", "b2")):
+                h5[f"TARGETS/{particle}/{daughter}"] = events.targets[:, p, d]
+        h5["CLASSIFICATIONS/EVENT/signal"] = events.classifications["EVENT/signal"]
+
+
+def measure_ours(
+    options, data: Path, threads: int, steps: int, *, compiled: bool = False
+) -> tuple[float, dict[str, int], float]:
+    """(events/s, parameters per module, seconds of the two warm-up steps — torch.compile's time when compiled)."""
+    torch.set_num_threads(threads)
+    topology = load_topology(ROOT / options.event_info_file)
+    torch.manual_seed(0)
+    model = SPANet2(options, topology, identity_statistics(topology)).train()
+    forward = torch.compile(model) if compiled else model
+    loss_fn = SPANet2Loss(options, topology)
+    optimizer = build_optimizer(model, options.optimizer, options.learning_rate, options.l2_penalty)
+    arrays = read_event_arrays(data, topology, stop=2 * options.batch_size)
+    batches = [arrays.batch(np.arange(i * options.batch_size, (i + 1) * options.batch_size)) for i in range(2)]
+
+    def step(batch: dict) -> None:
+        loss = loss_fn(forward(batch), batch).total
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), options.gradient_clip or 1e9)
+        optimizer.step()
+
+    start = time.perf_counter()
+    for i in range(2):
+        step(batches[i % 2])
+    warmup = time.perf_counter() - start
+    times = []
+    for i in range(steps):
+        start = time.perf_counter()
+        step(batches[i % 2])
+        times.append(time.perf_counter() - start)
+    return options.batch_size / statistics.median(times), parameter_counts(model), warmup
+
+
+def measure_upstream(python: str, options, data: Path, threads: int, steps: int, tmp: Path) -> dict:
+    values = {k: v for k, v in options.to_dict().items() if k not in SPANET2_KEYS}
+    values.update(
+        training_file=str(data), validation_file="", testing_file="", num_gpu=0, num_dataloader_workers=1,
+        event_info_file=str(ROOT / options.event_info_file), optimizer="AdamW",
+    )  # fmt: skip
+    path = tmp / f"upstream_options_{options.hidden_dim}.json"
+    path.write_text(json.dumps(values))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    result = subprocess.run(
+        [python, str(ROOT / "benchmarks" / "_upstream_step.py"), str(path), str(threads), str(steps)],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise SystemExit(f"upstream step failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--upstream-python", default=os.environ.get("SPANET_UPSTREAM_PYTHON"),
+                        help="Python of a venv with spanet==2.1.1 (default $SPANET_UPSTREAM_PYTHON)")  # fmt: skip
+    parser.add_argument("--options", default=str(ROOT / "configs/options/spanet2_mixing_kappa.json"))
+    parser.add_argument("--hidden-dims", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the options' (2048 tuned)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--data", type=Path, default=None, help="SPANet HDF5 (default: synthetic events)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time SPANet2 under torch.compile (options 'compile: true'; compiling takes minutes)")  # fmt: skip
+    args = parser.parse_args(argv)
+    if not args.upstream_python:
+        parser.error("--upstream-python (or $SPANET_UPSTREAM_PYTHON) is required: the baseline is upstream SPANet")
+    load = os.getloadavg()[0]
+    print(f"torch {torch.__version__}, {args.threads} threads, load average {load:.2f}, {args.steps} timed steps")
+    print("| options | batch | params SPANet2 | params upstream | SPANet2 ev/s | upstream ev/s | ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        for hidden in args.hidden_dims:
+            options = load_options(args.options).replace(hidden_dim=hidden)
+            if args.batch_size:
+                options = options.replace(batch_size=args.batch_size)
+            data = args.data
+            if data is None:
+                data = tmp / "events.h5"
+                if not data.exists():
+                    write_synthetic(data, 2 * options.batch_size + 64)
+            ours, counts, _ = measure_ours(options, data, args.threads, args.steps)
+            upstream = measure_upstream(args.upstream_python, options, data, args.threads, args.steps, tmp)
+            theirs, rate = upstream["parameters"], upstream["events_per_s"]
+            print(
+                f"| hidden_dim {hidden} | {options.batch_size} | {counts['total']:,} | {theirs['total']:,} | "
+                f"{ours:,.0f} | {rate:,.0f} | {ours / rate:.2f}x |"
+            )
+            if args.compile:
+                fast, _, compile_s = measure_ours(options, data, args.threads, args.steps, compiled=True)
+                print(f"| hidden_dim {hidden}, SPANet2 compiled ({compile_s:.0f} s to compile) | "
+                      f"{options.batch_size} | | | {fast:,.0f} | {rate:,.0f} | {fast / rate:.2f}x |")  # fmt: skip
+            for module, name in UPSTREAM_NAMES.items():
+                diff = counts[module] / max(theirs.get(name, 0), 1) - 1
+                print(f"|   {module} ({name}) | | {counts[module]:,} | {theirs.get(name, 0):,} | | | {diff:+.1%} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
