@@ -109,7 +109,7 @@ def smoke_config(cfg: dict) -> dict:
     if cfg.get("repeats"):
         models = cfg["repeats"].get("models", ["spanet2", "dnn_min_dr"])
         dnns = [m for m in models if m.startswith("dnn")]
-        cfg["repeats"].update(n=min(int(cfg["repeats"].get("n", 2)), 2), epochs=1, models=dnns or models)
+        cfg["repeats"].update(n=min(int(cfg["repeats"].get("n", 2)), 2), models=dnns or models)
     for spec in (cfg.get("tune") or {}).values():
         spec.update(num_samples=1, epochs=1, max_concurrent_trials=1)
     return cfg
@@ -356,6 +356,8 @@ def _stage_repeats(ctx: StudyContext) -> dict:
     if n <= 0:
         path = _write_json(ctx.out / "results" / "repeats.json", {})
         return {"outputs": [ctx.rel(path)], "skipped": "repeats.n is 0"}
+    if "epochs" in rep:
+        log.warning("repeats.epochs is ignored: every repeated model trains for its own epochs (models.<name>)")
     for model in rep.get("models", ["spanet2", "dnn_min_dr"]):
         spec = ctx.cfg["models"][model]
         is_dnn = model.startswith("dnn")
@@ -371,13 +373,18 @@ def _stage_repeats(ctx: StudyContext) -> dict:
                              event_file=None if is_dnn else str(ctx.event_file),
                              training_file=str(ctx.data("classification_train.h5")),
                              testing_file=str(ctx.data("classification_test.h5")), seed=ctx.seed,
-                             epochs=int(rep.get("epochs", spec.get("epochs", 1))),
+                             epochs=None,  # the model's own epochs: the overrides are in options_file
                              model="dnn" if is_dnn else "spanet2", pairing=pairing,
                              address=ctx.ray_address, num_cpus=ctx.workers)
-        summary[model] = result.summary
+        summary[model] = {**result.summary, "epochs": _max_epochs(options_file, is_dnn)}
     path = _write_json(ctx.out / "results" / "repeats.json", summary)
     outputs.append(ctx.rel(path))
     return {"outputs": outputs}
+
+
+def _max_epochs(options_file: Path, is_dnn: bool) -> int:
+    """The epochs a model trains for at most (early stopping may end it sooner)."""
+    return int(json.loads(Path(options_file).read_text())["epochs"])
 
 
 def _effective_options_file(ctx: StudyContext, model: str, spec: dict, is_dnn: bool) -> Path:

@@ -127,9 +127,11 @@ def write_report(ctx: Any) -> list[Path]:
             r = reps.get(model, {})
             md.append(f"| {_MODEL_LABEL[model]} | {_f(entry.get('accuracy'))} | {_f(entry.get('auc'))} | "
                       f"{_pm(r.get('accuracy'))} | {_pm(r.get('auc'))} |")
-    n_rep = {m: (r.get("accuracy") or {}).get("n") for m, r in reps.items() if isinstance(r, dict)}
+    n_rep = {m: ((r.get("accuracy") or {}).get("n"), r.get("epochs")) for m, r in reps.items() if isinstance(r, dict)}
     if n_rep:
-        md += ["", "Repeats: " + ", ".join(f"{_MODEL_LABEL.get(m, m)} n = {n}" for m, n in n_rep.items()) + "."]
+        md += ["", "Repeats (each seed trained like the single run, up to its own epochs): " + ", ".join(
+            f"{_MODEL_LABEL.get(m, m)} n = {n}" + (f", ≤ {e} epochs" if e else "") for m, (n, e) in n_rep.items()
+        ) + "."]
     md.append("")
 
     # --- tune
