@@ -102,6 +102,7 @@ if [[ -n "${SLURM_JOB_ID:-}" ]]; then
         --local-directory "$WORKDIR" --no-dashboard >"$WORKDIR/workers.log" 2>&1 &
     STEP_PIDS+=($!)
     SCHEDULER_ARGS=(--scheduler "$SCHEDULER_FILE" --tls-dir "$TLS_DIR")
+    export SPANET2_DASK_MIN_WORKERS=$((NNODES * ${SLURM_CPUS_PER_TASK:-1}))  # the scan waits for all of them
 else
     echo "scan.sh: no SLURM job: the scans run on a local Dask cluster (TLS on 127.0.0.1)"
 fi

@@ -377,11 +377,13 @@ def dask_client(
     except (OSError, TimeoutError) as exc:
         raise InputError("--scheduler", scheduler, f"cannot connect to the Dask scheduler: {exc}") from None
     try:
+        # slurm/scan.sh says how many workers it started: wait for all, so the work is spread from the start
+        expected = max(1, int(os.environ.get("SPANET2_DASK_MIN_WORKERS", "1") or 1))
         try:
-            client.wait_for_workers(1, timeout=120)
+            client.wait_for_workers(expected, timeout=120)
         except TimeoutError:
             raise InputError(
-                "--scheduler", scheduler, "the Dask scheduler has no workers after 120 s"
+                "--scheduler", scheduler, f"the Dask scheduler has fewer than {expected} worker(s) after 120 s"
             ) from None
         logger.info(
             "Dask scheduler %s with %d workers",
