@@ -1,7 +1,7 @@
 """Upstream SPANet's training step, timed — run ONLY with the Python of a separate upstream SPANet 2.1.1 venv.
 
 Called by benchmarks/upstream_speed.py:  UPSTREAM_PYTHON _upstream_step.py OPTIONS.json THREADS STEPS
-Prints one JSON line: {"events_per_s": …, "parameters": {module: count}}. Uses upstream's public API only
+Prints one JSON line: {"events_per_s": …, "events_per_cpu_s": …, "parameters": {module: count}}. Uses upstream's public API only
 (JetReconstructionModel, Options); the batches come from its own dataset (already on the CPU, as they would
 be after its DataLoader), so its per-event DataLoader cost is left out: the comparison is step against step.
 """
@@ -37,17 +37,19 @@ def main() -> None:
 
     for i in range(2):
         step(batches[i % 2])
-    times = []
+    times, cpu = [], []
     for i in range(steps):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         step(batches[i % 2])
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
     counts = {
         name: sum(p.numel() for p in module.parameters() if p.requires_grad)
         for name, module in model.named_children()
     }
     counts["total"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(json.dumps({"events_per_s": batch_size / statistics.median(times), "parameters": counts}))
+    print(json.dumps({"events_per_s": batch_size / statistics.median(times),
+                      "events_per_cpu_s": batch_size / statistics.median(cpu), "parameters": counts}))
 
 
 if __name__ == "__main__":
