@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from spanet2.events.errors import InputError
+from spanet2.errors import InputError
 
 __all__ = ["atomic_path", "check_writable"]
 

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from spanet2.atomic import atomic_path
-from spanet2.events.errors import DataError, InputError
+from spanet2.errors import DataError, InputError
 
 __all__ = ["BUNDLED", "bundle_root", "write_bundle"]
 

@@ -14,7 +14,7 @@ import sys
 from spanet2 import __version__
 from spanet2.cli._argparse import Parser
 from spanet2.cli._smoke import apply_smoke_caps
-from spanet2.events.errors import InputError
+from spanet2.errors import InputError
 
 __all__ = ["build_parser", "main", "run_guarded"]
 

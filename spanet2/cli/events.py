@@ -68,7 +68,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from spanet2.events.errors import InputError
+    from spanet2.errors import InputError
     from spanet2.events.store import convert_hdf5_to_store
 
     if args.chunk_size < 1:

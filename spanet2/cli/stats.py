@@ -87,7 +87,7 @@ def register(subparsers) -> None:
 def _load(args) -> list:
     from pathlib import Path
 
-    from spanet2.events.errors import InputError
+    from spanet2.errors import InputError
     from spanet2.stats.config import load_scan_config
 
     if args.workers is not None and args.workers < 1:

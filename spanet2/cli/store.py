@@ -24,7 +24,7 @@ def run_store_build(args: argparse.Namespace) -> int:
     inputs = []
     if args.input:
         if args.signal or args.background:
-            from spanet2.events.errors import InputError
+            from spanet2.errors import InputError
 
             raise InputError("--input", None, "give either --input (split by label) or --signal/--background")
         inputs.append(StoreInput(args.input))
@@ -49,7 +49,7 @@ def run_store_plot(args: argparse.Namespace) -> int:
         try:
             thresholds[name] = float(value)
         except ValueError:
-            from spanet2.events.errors import InputError
+            from spanet2.errors import InputError
 
             raise InputError("--threshold", item, "expected METHOD=VALUE with a number VALUE") from None
     paths = plot_all(args.store, args.output, methods=args.method or None, thresholds=thresholds,

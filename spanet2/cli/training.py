@@ -143,7 +143,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from spanet2.events.errors import InputError
+    from spanet2.errors import InputError
     from spanet2.training.options import load_options, options_from_dict
     from spanet2.training.trainer import train
 
@@ -238,7 +238,7 @@ def _testing_file(args: argparse.Namespace) -> str:
     """-tf, else the run's options testing_file (as upstream)."""
     if args.testing_file:
         return args.testing_file
-    from spanet2.events.errors import InputError
+    from spanet2.errors import InputError
     from spanet2.training import logdir
     from spanet2.training.options import load_options
 
@@ -310,7 +310,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 def run_export(args: argparse.Namespace) -> int:
     import importlib.util
 
-    from spanet2.events.errors import InputError
+    from spanet2.errors import InputError
     from spanet2.training.export import export_onnx
 
     if importlib.util.find_spec("onnx") is None:

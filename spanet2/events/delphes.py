@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from spanet2.events.errors import DataError, InputError
+from spanet2.errors import DataError, InputError
 
 __all__ = [
     "DELPHES_TREE",

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 
 from spanet2.atomic import atomic_path
-from spanet2.events.errors import DataError
+from spanet2.errors import DataError
 
 __all__ = [
     "SPECIAL_KEY_SPELLINGS",

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from spanet2.events.errors import DataError
+from spanet2.errors import DataError
 from spanet2.events.hdf5 import DEFAULT_CHUNK, first_mask_path, list_datasets, open_hdf5
 
 __all__ = ["inspect_path", "inspect_hdf5", "inspect_store", "format_inspection"]

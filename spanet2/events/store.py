@@ -17,7 +17,7 @@ import zarr.errors
 import zarr.storage
 
 from spanet2.atomic import atomic_path
-from spanet2.events.errors import DataError, InputError
+from spanet2.errors import DataError, InputError
 from spanet2.events.hdf5 import DEFAULT_CHUNK, first_mask_path, open_hdf5, resolve_dataset
 from spanet2.provenance import provenance
 

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from spanet2.atomic import atomic_path
-from spanet2.events.errors import ConfigError
+from spanet2.errors import ConfigError
 
 __all__ = [
     "InputFeature",

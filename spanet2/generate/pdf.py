@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.interpolate import RectBivariateSpline
 
-from spanet2.events.errors import DataError
+from spanet2.errors import DataError
 
 __all__ = ["PDFGrid", "load_lhapdf_grid", "default_pdf", "alpha_s", "DEFAULT_PDF_FILE", "ALPHA_S_MZ", "M_Z"]
 

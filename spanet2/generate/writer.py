@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from spanet2.atomic import check_writable
-from spanet2.events.errors import InputError
+from spanet2.errors import InputError
 from spanet2.events.hdf5 import list_datasets, open_hdf5, write_datasets
 from spanet2.generate.partons import PartonEvents
 from spanet2.generate.selection import finalize_events, four_tag_mask

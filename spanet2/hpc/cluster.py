@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spanet2.events.errors import InputError
+from spanet2.errors import InputError
 
 __all__ = ["RaySession", "auth_token", "dashboard_get", "node_identity", "ray_session", "tunnel_command"]
 

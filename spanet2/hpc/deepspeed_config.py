@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from spanet2.atomic import atomic_path
-from spanet2.events.errors import ConfigError
+from spanet2.errors import ConfigError
 
 __all__ = ["deepspeed_config", "write_deepspeed_config"]
 

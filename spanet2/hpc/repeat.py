@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from spanet2.atomic import atomic_path, check_writable
-from spanet2.events.errors import ConfigError, DataError, InputError
+from spanet2.errors import ConfigError, DataError, InputError
 from spanet2.provenance import provenance
 
 __all__ = ["RepeatResult", "format_repeat_summary", "run_repeats", "summarize_runs", "train_and_evaluate"]

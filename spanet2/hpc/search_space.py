@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from spanet2.events.errors import ConfigError
+from spanet2.errors import ConfigError
 
 __all__ = [
     "MODELS",
@@ -415,7 +415,7 @@ def optuna_space(space: tuple[Parameter, ...]) -> dict[str, Any]:
 def override_search_config(config: SearchConfig, **changes: Any) -> SearchConfig:
     """`config` with command-line overrides applied (None = keep): num_samples, epochs, max_concurrent_trials,
     seed (ints >= 1, seed >= 0), objective (a name), event_file / training_file / validation_file (paths)."""
-    from spanet2.events.errors import InputError
+    from spanet2.errors import InputError
 
     values = {k: v for k, v in changes.items() if v is not None}
     for key in ("num_samples", "epochs", "max_concurrent_trials", "seed"):

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from spanet2.atomic import atomic_path, check_writable
-from spanet2.events.errors import ConfigError, DataError, InputError
+from spanet2.errors import ConfigError, DataError, InputError
 from spanet2.hpc.search_space import SearchConfig, optuna_space
 from spanet2.provenance import write_provenance
 

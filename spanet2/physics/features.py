@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 
 from spanet2.atomic import atomic_path
-from spanet2.events.errors import DataError, InputError
+from spanet2.errors import DataError, InputError
 from spanet2.events.hdf5 import SPECIAL_KEY_SPELLINGS, resolve_dataset
 from spanet2.physics.kinematics import delta_r, p4_to_ptetaphim, ptetaphim_to_p4
 

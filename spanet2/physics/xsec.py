@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import numpy.typing as npt
 
-from spanet2.events.errors import ConfigError
+from spanet2.errors import ConfigError
 
 __all__ = [
     "BR_HBB",

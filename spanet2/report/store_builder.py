@@ -12,7 +12,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from spanet2.events.errors import DataError, InputError
+from spanet2.errors import DataError, InputError
 from spanet2.events.hdf5 import resolve_dataset
 from spanet2.events.store import EventStoreWriter
 from spanet2.physics import features as hl

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from spanet2.events.errors import ConfigError
+from spanet2.errors import ConfigError
 from spanet2.stats.likelihood import ASIMOV_CONVENTIONS, LikelihoodSettings
 from spanet2.stats.signal_model import known_curves
 

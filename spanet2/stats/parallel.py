@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from spanet2.events.errors import DataError, InputError
+from spanet2.errors import DataError, InputError
 from spanet2.stats.histograms import MethodHistograms, histogram_score_mhh
 from spanet2.stats.signal_model import morph_terms
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from spanet2.atomic import atomic_path
-from spanet2.events.errors import ConfigError, DataError, InputError
+from spanet2.errors import ConfigError, DataError, InputError
 from spanet2.provenance import provenance
 from spanet2.stats.config import ScanConfig
 from spanet2.stats.histograms import Templates, score_edges_with, select_templates

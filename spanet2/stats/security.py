@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from spanet2.events.errors import InputError
+from spanet2.errors import InputError
 
 __all__ = ["CREDENTIAL_FILES", "load_security", "temporary_security", "write_credentials"]
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from spanet2.events.errors import DataError
+from spanet2.errors import DataError
 from spanet2.events.hdf5 import n_events as file_n_events
 from spanet2.events.hdf5 import open_hdf5, resolve_dataset
 from spanet2.events.topology import EventTopology

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from spanet2.atomic import atomic_path
-from spanet2.events.errors import ConfigError, DataError, InputError
+from spanet2.errors import ConfigError, DataError, InputError
 from spanet2.events.hdf5 import resolve_dataset
 from spanet2.physics import features as hl
 from spanet2.provenance import write_provenance

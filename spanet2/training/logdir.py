@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from spanet2.atomic import atomic_path, check_writable
-from spanet2.events.errors import DataError, InputError
+from spanet2.errors import DataError, InputError
 
 __all__ = [
     "RunDir",

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spanet2.events.errors import ConfigError
+from spanet2.errors import ConfigError
 from spanet2.events.topology import EventTopology
 from spanet2.training.normalization import NormalizationStats
 from spanet2.training.options import Options

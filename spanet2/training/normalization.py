@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from spanet2.atomic import atomic_path
-from spanet2.events.errors import ConfigError
+from spanet2.errors import ConfigError
 
 __all__ = [
     "InputStatistics",

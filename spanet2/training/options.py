@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from spanet2.atomic import atomic_path
-from spanet2.events.errors import ConfigError
+from spanet2.errors import ConfigError
 
 __all__ = [
     "Options",

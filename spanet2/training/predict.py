@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from spanet2.events.errors import DataError, InputError
+from spanet2.errors import DataError, InputError
 from spanet2.events.hdf5 import HDF5Writer, list_datasets, open_hdf5
 from spanet2.events.hdf5 import n_events as count_events
 from spanet2.provenance import provenance

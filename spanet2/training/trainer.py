@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from spanet2.events.errors import ConfigError, DataError
+from spanet2.errors import ConfigError, DataError
 from spanet2.events.topology import EventTopology, load_topology
 from spanet2.provenance import write_provenance
 from spanet2.training import logdir

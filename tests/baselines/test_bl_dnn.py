@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from spanet2.events.errors import ConfigError
+from spanet2.errors import ConfigError
 from spanet2.physics.features import FEATURE_NAMES, FEATURE_NAMES_NO_EXTRA
 from spanet2.training.dnn import DNNOptions, evaluate_dnn, load_dnn_options, predict_dnn, train_dnn
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from spanet2.events.errors import InputError
+from spanet2.errors import InputError
 from spanet2.report import plots
 from spanet2.report.store_builder import StoreInput, build_store
 

@@ -250,7 +250,7 @@ def test_upstream_train_flags_reach_the_options(monkeypatch, tmp_path):
     assert opts.dataset_limit == 0.25 and opts.dataset_randomization == 3 and opts.verbose_output is True
     assert opts.epochs == 2 and seen["seed"] == 3 and seen["event_file"] == "e.yaml"
     args = build_parser().parse_args(["train", "-tf", "t.h5", "-r", "3", "--seed", "8", "-p", "150"])
-    from spanet2.events.errors import InputError
+    from spanet2.errors import InputError
 
     with pytest.raises(InputError, match="limit_dataset"):
         run_train(args)

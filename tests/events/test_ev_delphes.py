@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import uproot
 
+from spanet2.errors import DataError, InputError
 from spanet2.events.delphes import (
     REQUIRED_BRANCHES,
     convert_delphes,
@@ -18,7 +19,6 @@ from spanet2.events.delphes import (
     iter_delphes,
     resolve_branches,
 )
-from spanet2.events.errors import DataError, InputError
 from spanet2.generate.detector import fast_detector
 from spanet2.generate.partons import PartonEvents
 from spanet2.generate.selection import finalize_events

@@ -8,8 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
+from spanet2.errors import DataError
 from spanet2.events import hdf5 as hdf5_mod
-from spanet2.events.errors import DataError
 from spanet2.events.hdf5 import (
     HDF5Writer,
     canonical_path,

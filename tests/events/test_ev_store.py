@@ -8,8 +8,8 @@ import dask.array as da
 import numpy as np
 import pytest
 
+from spanet2.errors import DataError, InputError
 from spanet2.events import store as store_mod
-from spanet2.events.errors import DataError, InputError
 from spanet2.events.store import EventStoreWriter, convert_hdf5_to_store, open_store
 
 

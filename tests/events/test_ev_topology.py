@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
+from spanet2.errors import ConfigError
 from spanet2.events import topology as topo_mod
-from spanet2.events.errors import ConfigError
 from spanet2.events.topology import dump_topology, load_topology
 
 

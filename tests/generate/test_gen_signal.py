@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from spanet2.events.errors import DataError
+from spanet2.errors import DataError
 from spanet2.generate import signal
 from spanet2.generate.partons import PartonEvents
 from spanet2.generate.pdf import alpha_s, default_pdf, load_lhapdf_grid

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from spanet2.events.errors import ConfigError
+from spanet2.errors import ConfigError
 from spanet2.hpc import cluster
 from spanet2.hpc.cluster import auth_token, dashboard_get, ray_session, tunnel_command
 from spanet2.hpc.deepspeed_config import deepspeed_config, write_deepspeed_config

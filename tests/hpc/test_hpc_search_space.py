@@ -8,7 +8,7 @@ import pytest
 import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from spanet2.events.errors import ConfigError, InputError
+from spanet2.errors import ConfigError, InputError
 from spanet2.hpc import search_space
 from spanet2.hpc.search_space import load_search_config, optuna_space, override_search_config
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from spanet2.events.errors import ConfigError
+from spanet2.errors import ConfigError
 from spanet2.physics import xsec
 from spanet2.physics.xsec import (
     BR_HBB,

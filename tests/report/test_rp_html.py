@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from spanet2.events.errors import DataError  # noqa: E402
+from spanet2.errors import DataError  # noqa: E402
 from spanet2.report.study_report import markdown_to_html  # noqa: E402
 
 REPORT_MD = """# SPANet2 study report

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from spanet2.events.errors import ConfigError
+from spanet2.errors import ConfigError
 from spanet2.stats.config import load_scan_config
 from spanet2.stats.scan import run_lumi, run_scan
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from spanet2.events.errors import InputError
+from spanet2.errors import InputError
 from spanet2.stats.parallel import dask_client
 from spanet2.stats.security import write_credentials
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from tr_synthetic import hh_topology, make_arrays, one_torch_thread, write_file
 
-from spanet2.events.errors import DataError
+from spanet2.errors import DataError
 from spanet2.training import metrics as M
 from spanet2.training.dataset import iter_test_batches, load_training_data, read_event_arrays
 from spanet2.training.decoding import greedy_decode

@@ -9,7 +9,7 @@ import pytest
 import torch
 from tr_synthetic import HH_TOPOLOGY, hh_topology, make_arrays, one_torch_thread
 
-from spanet2.events.errors import ConfigError
+from spanet2.errors import ConfigError
 from spanet2.events.topology import parse_topology
 from spanet2.training.model import SPANet2, embedding_dims
 from spanet2.training.normalization import (

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from spanet2.events.errors import ConfigError
+from spanet2.errors import ConfigError
 from spanet2.training import options as O
 from spanet2.training.options import Options, load_options, save_options
 

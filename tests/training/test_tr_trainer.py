@@ -11,7 +11,7 @@ import pytest
 import torch
 import trainer_data as td
 
-from spanet2.events.errors import ConfigError, DataError, InputError
+from spanet2.errors import ConfigError, DataError, InputError
 from spanet2.training import logdir
 from spanet2.training.engines import build_optimizer, lr_factor, parameter_groups
 from spanet2.training.options import load_options
