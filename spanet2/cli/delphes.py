@@ -34,8 +34,8 @@ def register(subparsers) -> None:
         "--kappa",
         type=float,
         default=None,
-        help="generated kappa_lambda of a one-point signal file: the input of its signal events and "
-        "TRUTH/kappa",
+        help="generated kappa_lambda of a one-point signal file: the input of its signal events "
+        "and TRUTH/kappa",
     )
     p.add_argument(
         "--cross-section-fb",

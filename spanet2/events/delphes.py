@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from spanet2.errors import DataError, InputError
+from spanet2.events.layout import KAPPA_TERMS_PATH, TRUTH_PROCESS_PATH
 
 __all__ = [
     "DELPHES_TREE",
@@ -379,7 +380,7 @@ def _select_chunk(
     )
     with np.errstate(invalid="ignore"):
         events = finalize_events(jets, partons, kappa_input=k_in, max_jets=max_jets)
-    events.pop("WEIGHTS/kappa_terms")  # not known for a Delphes file (module docstring)
+    events.pop(KAPPA_TERMS_PATH)  # not known for a Delphes file (module docstring)
     return events, signal
 
 
@@ -465,7 +466,7 @@ def convert_delphes(
             writer.append(events)
             appended = True
             n_signal += int(signal.sum())
-            n_selected += len(events["TRUTH/process"])
+            n_selected += len(events[TRUTH_PROCESS_PATH])
             if progress:
                 progress(len(chunk))
         if not appended:  # an empty tree: still write every dataset (0 rows)

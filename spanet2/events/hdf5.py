@@ -15,6 +15,19 @@ import numpy as np
 
 from spanet2.atomic import atomic_path
 from spanet2.errors import DataError
+from spanet2.events.layout import (
+    EXTRA_GROUPS,
+    INPUTS,
+    SPECIAL_KEY_SPELLINGS,
+    WEIGHTS,
+    canonical_path,
+    first_mask_path,
+    group_of,
+    input_path,
+    mask_path,
+    resolve_dataset,
+    target_path,
+)
 
 __all__ = [
     "SPECIAL_KEY_SPELLINGS",
@@ -35,27 +48,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Upstream SPANet on Python >= 3.11 writes str(SpecialKey.X) = "SpecialKey.X" as group names.
-SPECIAL_KEY_SPELLINGS: dict[str, str] = {
-    "MASK": "SpecialKey.Mask",
-    "EVENT": "SpecialKey.Event",
-    "INPUTS": "SpecialKey.Inputs",
-    "TARGETS": "SpecialKey.Targets",
-    "PARTICLE": "SpecialKey.Particle",
-    "REGRESSIONS": "SpecialKey.Regressions",
-    "PERMUTATIONS": "SpecialKey.Permutations",
-    "CLASSIFICATIONS": "SpecialKey.Classifications",
-    "EMBEDDINGS": "SpecialKey.Embeddings",
-    "WEIGHTS": "SpecialKey.Weights",
-}
-_TO_PLAIN = {v: k for k, v in SPECIAL_KEY_SPELLINGS.items()}
-EXTRA_GROUPS = ("WEIGHTS", "TRUTH", "GLOBAL_EXTRA")
 DEFAULT_CHUNK = 65536
-
-
-def canonical_path(path: str) -> str:
-    """`SpecialKey.Targets/h1/b1` → `TARGETS/h1/b1` (every component; leading/trailing '/' dropped)."""
-    return "/".join(_TO_PLAIN.get(part, part) for part in path.strip("/").split("/") if part)
 
 
 def open_hdf5(path: str | os.PathLike) -> h5py.File:
@@ -69,21 +62,6 @@ def open_hdf5(path: str | os.PathLike) -> h5py.File:
         return h5py.File(path, "r")
     except OSError:
         raise DataError(path, None, "not an HDF5 file (cannot be opened by h5py)") from None
-
-
-def resolve_dataset(h5: h5py.File | h5py.Group, path: str) -> h5py.Dataset | None:
-    """The dataset at `path`, accepting `SpecialKey.*` spellings of each component; None if absent."""
-    node: Any = h5
-    for part in canonical_path(path).split("/"):
-        if not isinstance(node, h5py.Group):
-            return None
-        if part in node:
-            node = node[part]
-        elif part in SPECIAL_KEY_SPELLINGS and SPECIAL_KEY_SPELLINGS[part] in node:
-            node = node[SPECIAL_KEY_SPELLINGS[part]]
-        else:
-            return None
-    return node if isinstance(node, h5py.Dataset) else None
 
 
 def list_datasets(h5: h5py.File | h5py.Group) -> dict[str, h5py.Dataset]:
@@ -143,22 +121,11 @@ def iter_chunks(
             yield start, {name: ds[start : start + chunk_size] for name, ds in datasets.items()}
 
 
-def first_mask_path(h5: h5py.File, preferred: str | None = None) -> str | None:
-    """`INPUTS/<name>/MASK` of the preferred input, else of the first input that has one."""
-    if preferred and resolve_dataset(h5, f"INPUTS/{preferred}/MASK") is not None:
-        return f"INPUTS/{preferred}/MASK"
-    for name in list_datasets(h5):
-        parts = name.split("/")
-        if len(parts) == 3 and parts[0] == "INPUTS" and parts[2] == "MASK":
-            return name
-    return None
-
-
 def n_events(path: str | os.PathLike, topology: Any | None = None) -> int:
     """Number of events: the first sequential input's MASK rows (topology), else the first INPUTS dataset."""
     with open_hdf5(path) as h5:
         if topology is not None:
-            name = f"INPUTS/{topology.sequential_inputs[0].name}/MASK"
+            name = mask_path(topology.sequential_inputs[0].name)
             return int(_require(h5, path, name).shape[0])
         datasets = list_datasets(h5)
         if not datasets:
@@ -167,7 +134,7 @@ def n_events(path: str | os.PathLike, topology: Any | None = None) -> int:
         if mask is not None:
             return int(datasets[mask].shape[0])
         for name, ds in datasets.items():
-            if name.startswith("INPUTS/") and ds.ndim > 0:
+            if group_of(name) == INPUTS and ds.ndim > 0:
                 return int(ds.shape[0])
         ds = next(iter(datasets.values()))
         return int(ds.shape[0]) if ds.ndim > 0 else 0
@@ -190,7 +157,7 @@ def write_datasets(
     attrs: Mapping[str, Any] | None = None,
     compression: str | None = None,
 ) -> None:
-    """Write `{"INPUTS/Source/pt": array, ...}` to a new HDF5 file atomically (plain group names).
+    """Write `{input_path("Source", "pt"): array, ...}` to a new HDF5 file atomically (plain group names).
 
     `attrs` go to the root (dicts/lists stored as JSON strings). Every array must have the same
     first dimension (the event count).
@@ -211,7 +178,7 @@ class HDF5Writer:
     """Append events chunk by chunk to a new HDF5 file; renamed into place on a clean close.
 
     >>> with HDF5Writer("out.h5", attrs={"sqrt_s_tev": 14.0}) as w:
-    ...     w.append({"INPUTS/Source/pt": pt_chunk, ...})     # same keys every call
+    ...     w.append({input_path("Source", "pt"): pt_chunk, ...})     # same keys every call
     """
 
     def __init__(
@@ -344,7 +311,7 @@ def validate_file(
         for source in topology.inputs:
             if source.kind == "GLOBAL":
                 for feat in source.features:
-                    name = f"INPUTS/{source.name}/{feat.name}"
+                    name = input_path(source.name, feat.name)
                     ds = _require(h5, file, name)
                     if not (ds.ndim == 1 or (ds.ndim == 2 and ds.shape[1] == 1)):
                         raise DataError(
@@ -352,7 +319,7 @@ def validate_file(
                         )
                     global_features[name] = ds
                 continue
-            mname = f"INPUTS/{source.name}/MASK"
+            mname = mask_path(source.name)
             mask = resolve_dataset(h5, mname)
             if mask is None:
                 raise DataError(file, mname, "missing MASK dataset (bool (N, J) padding mask required)")
@@ -361,7 +328,7 @@ def validate_file(
                 raise DataError(file, mname, f"expected a bool mask, found dtype {mask.dtype}")
             masks[source.name] = mask
             for feat in source.features:
-                name = f"INPUTS/{source.name}/{feat.name}"
+                name = input_path(source.name, feat.name)
                 ds = _require(h5, file, name)
                 if ds.shape != mask.shape:
                     raise DataError(file, name, f"shape mismatch: {ds.shape} but {mname} is {mask.shape}")
@@ -370,20 +337,20 @@ def validate_file(
                 features[name] = ds
         n = masks[first].shape[0]
         for name, ds in {
-            **{f"INPUTS/{k}/MASK": v for k, v in masks.items()},
+            **{mask_path(k): v for k, v in masks.items()},
             **features,
             **global_features,
         }.items():
             if ds.shape[0] != n:
-                raise DataError(file, name, f"has {ds.shape[0]} events but INPUTS/{first}/MASK has {n}")
+                raise DataError(file, name, f"has {ds.shape[0]} events but {mask_path(first)} has {n}")
         if n == 0:
-            raise DataError(file, f"INPUTS/{first}/MASK", "empty file: 0 events")
+            raise DataError(file, mask_path(first), "empty file: 0 events")
 
         targets: dict[str, h5py.Dataset] = {}
         target_source: dict[str, str] = {}
         for p in topology.particles:
             for d in p.daughters:
-                name = f"TARGETS/{p.name}/{d}"
+                name = target_path(p.name, d)
                 ds = _require(h5, file, name)
                 _check_rank(file, name, ds, (1,), "(N,) jet indices")
                 if not np.issubdtype(ds.dtype, np.integer):
@@ -413,7 +380,7 @@ def validate_file(
             if name.split("/")[0] in EXTRA_GROUPS:
                 if ds.ndim == 0 or ds.shape[0] != n:
                     raise DataError(file, name, f"shape {ds.shape}: expected {n} rows like the inputs")
-                if name.startswith("WEIGHTS/") and np.issubdtype(ds.dtype, np.floating):
+                if group_of(name) == WEIGHTS and np.issubdtype(ds.dtype, np.floating):
                     weights[name] = ds
 
         # ---- contents, chunk by chunk ----
@@ -462,7 +429,7 @@ def validate_file(
                             file,
                             name,
                             f"jet index {idx[e]} >= padded length {n_slots} of "
-                            f"INPUTS/{src} at event {start + e}",
+                            f"{INPUTS}/{src} at event {start + e}",
                         )
                     valid = idx >= 0
                     hits = np.zeros(len(idx), dtype=bool)

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from spanet2.errors import DataError
-from spanet2.events.hdf5 import DEFAULT_CHUNK, first_mask_path, list_datasets, open_hdf5
+from spanet2.events.hdf5 import DEFAULT_CHUNK, list_datasets, open_hdf5
+from spanet2.events.layout import CLASSIFICATIONS, JET_SOURCE, MASK, TARGETS, WEIGHT_PATH, first_mask_path
 
 __all__ = ["inspect_path", "inspect_hdf5", "inspect_store", "format_inspection"]
 
@@ -41,7 +42,7 @@ def inspect_hdf5(path: str | os.PathLike, *, chunk_size: int = DEFAULT_CHUNK) ->
             {"path": name, "stored_as": ds.name.lstrip("/"), "dtype": str(ds.dtype), "shape": list(ds.shape)}
             for name, ds in datasets.items()
         ]
-        mask_name = first_mask_path(h5, "Source")
+        mask_name = first_mask_path(h5, JET_SOURCE)
         n = (
             int(datasets[mask_name].shape[0])
             if mask_name
@@ -53,8 +54,8 @@ def inspect_hdf5(path: str | os.PathLike, *, chunk_size: int = DEFAULT_CHUNK) ->
             parts = name.split("/")
             if (
                 len(parts) == 3
-                and parts[0] == "TARGETS"
-                and parts[2] != "MASK"
+                and parts[0] == TARGETS
+                and parts[2] != MASK
                 and ds.ndim == 1
                 and np.issubdtype(ds.dtype, np.integer)
                 and ds.shape[0] == n
@@ -63,12 +64,12 @@ def inspect_hdf5(path: str | os.PathLike, *, chunk_size: int = DEFAULT_CHUNK) ->
         class_sets = {
             name: ds
             for name, ds in datasets.items()
-            if name.startswith("CLASSIFICATIONS/")
+            if name.split("/")[0] == CLASSIFICATIONS
             and ds.ndim == 1
             and np.issubdtype(ds.dtype, np.integer)
             and ds.shape[0] == n
         }
-        weight = datasets.get("WEIGHTS/weight")
+        weight = datasets.get(WEIGHT_PATH)
         if weight is not None and (weight.ndim != 1 or weight.shape[0] != n):
             weight = None
         jets: dict[str, float] = {}

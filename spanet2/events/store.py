@@ -18,7 +18,19 @@ import zarr.storage
 
 from spanet2.atomic import atomic_path
 from spanet2.errors import DataError, InputError
-from spanet2.events.hdf5 import DEFAULT_CHUNK, first_mask_path, open_hdf5, resolve_dataset
+from spanet2.events.hdf5 import DEFAULT_CHUNK, open_hdf5
+from spanet2.events.layout import (
+    INPUTS,
+    JET_MASK_PATH,
+    JET_SOURCE,
+    KAPPA_INPUT_PATH,
+    KAPPA_TERMS_PATH,
+    MASK,
+    SIGNAL_LABEL_PATH,
+    WEIGHT_PATH,
+    first_mask_path,
+    resolve_dataset,
+)
 from spanet2.provenance import provenance
 
 __all__ = [
@@ -28,6 +40,9 @@ __all__ = [
     "ConvertSummary",
     "convert_hdf5_to_store",
     "sample_name_for_label",
+    "EVENT_COLUMN_SOURCES",
+    "find_event_datasets",
+    "event_columns",
     "STORE_CHUNK",
 ]
 
@@ -327,6 +342,55 @@ def _hdf5_attrs(h5) -> dict[str, Any]:
     return out
 
 
+#: The per-event columns every store sample carries from its HDF5 file: column → (dataset, rank).
+EVENT_COLUMN_SOURCES: dict[str, tuple[str, int]] = {
+    "label": (SIGNAL_LABEL_PATH, 1),
+    "kappa_input": (KAPPA_INPUT_PATH, 1),
+    "weight": (WEIGHT_PATH, 1),
+    "kappa_terms": (KAPPA_TERMS_PATH, 2),
+}
+
+
+def find_event_datasets(h5, h5_path: str | os.PathLike, n: int, mask_name: str) -> dict[str, Any]:
+    """The datasets of EVENT_COLUMN_SOURCES present in `h5`, checked (rank, N rows, integer labels)."""
+    found = {}
+    for column, (name, rank) in EVENT_COLUMN_SOURCES.items():
+        ds = resolve_dataset(h5, name)
+        if ds is None:
+            continue
+        shape_ok = ds.ndim == rank or (column == "kappa_input" and ds.ndim == 2 and ds.shape[1] == 1)
+        if column == "kappa_terms":
+            shape_ok = ds.ndim == 2 and ds.shape[1] == 3
+        if not shape_ok:
+            raise DataError(h5_path, name, f"unexpected shape {ds.shape} for {column}")
+        if ds.shape[0] != n:
+            raise DataError(h5_path, name, f"has {ds.shape[0]} events but {mask_name} has {n}")
+        if column == "label" and not np.issubdtype(ds.dtype, np.integer):
+            raise DataError(h5_path, name, f"expected integer class labels, found dtype {ds.dtype}")
+        found[column] = ds
+    return found
+
+
+def event_columns(found: Mapping[str, Any], mask: np.ndarray, start: int, stop: int) -> dict[str, np.ndarray]:
+    """Rows [start, stop) of the per-event columns (all but `label`, which each builder checks its way).
+
+    found: `find_event_datasets`'s datasets; mask: (n, J) bool jets of these rows. Returns `n_jets int16`,
+    `weight float64 fb` (1.0 without WEIGHTS), and `kappa_input float32` and `kappa_terms (n, 3) float64 fb`
+    when the file has them.
+    """
+    n = stop - start
+    cols: dict[str, np.ndarray] = {"n_jets": mask.sum(axis=1).astype(np.int16)}
+    if "weight" in found:
+        cols["weight"] = np.asarray(found["weight"][start:stop], dtype=np.float64)
+    else:
+        cols["weight"] = np.ones(n, dtype=np.float64)
+    if "kappa_terms" in found:
+        cols["kappa_terms"] = np.asarray(found["kappa_terms"][start:stop], dtype=np.float64)
+    if "kappa_input" in found:
+        cols["kappa_input"] = np.asarray(found["kappa_input"][start:stop], dtype=np.float32).reshape(n)
+    return cols
+
+
 def convert_hdf5_to_store(
     h5_path: str | os.PathLike,
     store_path: str | os.PathLike,
@@ -350,10 +414,10 @@ def convert_hdf5_to_store(
     if store_path.exists() and not overwrite:
         raise InputError(store_path, None, "output already exists (use --overwrite to replace it)")
     with open_hdf5(h5_path) as h5:
-        mask_name = first_mask_path(h5, "Source")
+        mask_name = first_mask_path(h5, JET_SOURCE)
         if mask_name is None:
             raise DataError(
-                h5_path, "INPUTS/Source/MASK", "missing dataset: no INPUTS/<input>/MASK to count jets"
+                h5_path, JET_MASK_PATH, f"missing dataset: no {INPUTS}/<input>/{MASK} to count jets"
             )
         mask = resolve_dataset(h5, mask_name)
         if mask.ndim != 2:
@@ -361,38 +425,18 @@ def convert_hdf5_to_store(
         n = int(mask.shape[0])
         if n == 0:
             raise DataError(h5_path, mask_name, "empty file: 0 events")
-        optional = {
-            "label": ("CLASSIFICATIONS/EVENT/signal", 1),
-            "kappa_input": ("INPUTS/Kappa/kappa", 1),
-            "weight": ("WEIGHTS/weight", 1),
-            "kappa_terms": ("WEIGHTS/kappa_terms", 2),
-        }
-        found = {}
-        for column, (name, rank) in optional.items():
-            ds = resolve_dataset(h5, name)
-            if ds is None:
-                continue
-            shape_ok = ds.ndim == rank or (column == "kappa_input" and ds.ndim == 2 and ds.shape[1] == 1)
-            if column == "kappa_terms":
-                shape_ok = ds.ndim == 2 and ds.shape[1] == 3
-            if not shape_ok:
-                raise DataError(h5_path, name, f"unexpected shape {ds.shape} for {column}")
-            if ds.shape[0] != n:
-                raise DataError(h5_path, name, f"has {ds.shape[0]} events but {mask_name} has {n}")
-            if column == "label" and not np.issubdtype(ds.dtype, np.integer):
-                raise DataError(h5_path, name, f"expected integer class labels, found dtype {ds.dtype}")
-            found[column] = ds
-        weight_source = "WEIGHTS/weight" if "weight" in found else "unit"
+        found = find_event_datasets(h5, h5_path, n, mask_name)
+        weight_source = WEIGHT_PATH if "weight" in found else "unit"
         if weight_source == "unit":
-            log.info("%s: no WEIGHTS/weight; writing weight = 1.0 per event (weight_source: unit)", h5_path)
+            log.info("%s: no %s; writing weight = 1.0 per event (weight_source: unit)", h5_path, WEIGHT_PATH)
         source_attrs = _hdf5_attrs(h5)
         attrs = {
             "sqrt_s_tev": source_attrs.get("sqrt_s_tev"),
             "source_file": str(h5_path.resolve()),
             "source_attrs": source_attrs,
             "weight_source": weight_source,
-            "label_source": "CLASSIFICATIONS/EVENT/signal" if "label" in found else "none (all unlabelled)",
-            "kappa_source": "INPUTS/Kappa/kappa" if "kappa_input" in found else None,
+            "label_source": SIGNAL_LABEL_PATH if "label" in found else "none (all unlabelled)",
+            "kappa_source": KAPPA_INPUT_PATH if "kappa_input" in found else None,
             "n_jets_source": mask_name,
         }
         counts: dict[str, int] = {}
@@ -405,32 +449,22 @@ def convert_hdf5_to_store(
             for start in range(0, n, read_chunk):
                 stop = min(n, start + read_chunk)
                 m = np.asarray(mask[start:stop]).astype(bool, copy=False)
-                cols: dict[str, np.ndarray] = {"n_jets": m.sum(axis=1).astype(np.int16)}
+                cols = event_columns(found, m, start, stop)
                 if "label" in found:
                     raw = found["label"][start:stop]
                     if (raw < -1).any():
                         e = int(np.argmax(raw < -1))
                         raise DataError(
                             h5_path,
-                            "CLASSIFICATIONS/EVENT/signal",
+                            SIGNAL_LABEL_PATH,
                             f"class label {raw[e]} < -1 at event {start + e}",
                         )
                     if (raw > 127).any():
-                        raise DataError(h5_path, "CLASSIFICATIONS/EVENT/signal", "class labels above 127")
+                        raise DataError(h5_path, SIGNAL_LABEL_PATH, "class labels above 127")
                     labels = raw.astype(np.int8)
                 else:
                     labels = np.full(stop - start, -1, dtype=np.int8)
                 cols["label"] = labels
-                if "weight" in found:
-                    cols["weight"] = np.asarray(found["weight"][start:stop], dtype=np.float64)
-                else:
-                    cols["weight"] = np.ones(stop - start, dtype=np.float64)
-                if "kappa_terms" in found:
-                    cols["kappa_terms"] = np.asarray(found["kappa_terms"][start:stop], dtype=np.float64)
-                if "kappa_input" in found:
-                    cols["kappa_input"] = np.asarray(
-                        found["kappa_input"][start:stop], dtype=np.float32
-                    ).reshape(-1)
                 for value in np.unique(labels).tolist():
                     sample = sample_name_for_label(value)
                     sel = labels == value

@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 
+from spanet2.events import layout as L
 from spanet2.generate.jets import JetEvents
 from spanet2.generate.partons import PartonEvents
 from spanet2.physics.kinematics import delta_r, p4_mass, p4_to_ptetaphim
@@ -163,31 +164,28 @@ def finalize_events(
     higgs_pt = np.where(is_signal[:, None], higgs_pt, np.nan)
 
     return {
-        "INPUTS/Source/MASK": mask,
-        "INPUTS/Source/mass": mass,
-        "INPUTS/Source/pt": pt,
-        "INPUTS/Source/eta": eta,
-        "INPUTS/Source/phi": phi,
-        "INPUTS/Source/btag": btag,
-        "INPUTS/Kappa/kappa": kappa_input[idx].astype(np.float32),
-        "TARGETS/h1/b1": targets[:, 0].copy(),
-        "TARGETS/h1/b2": targets[:, 1].copy(),
-        "TARGETS/h2/b1": targets[:, 2].copy(),
-        "TARGETS/h2/b2": targets[:, 3].copy(),
-        "CLASSIFICATIONS/EVENT/signal": is_signal.astype(np.int64),
-        "WEIGHTS/weight": np.asarray(p.weight, dtype=np.float64),
-        "WEIGHTS/kappa_terms": np.asarray(p.kappa_terms, dtype=np.float64),
-        "TRUTH/process": np.asarray(p.process, dtype=np.int8),
-        "TRUTH/kappa": np.where(is_signal, p.kappa, np.nan).astype(np.float32),
-        "TRUTH/n_jets": mask.sum(axis=1).astype(np.int16),
-        "TRUTH/n_higgs_matched": n_higgs,
-        "TRUTH/m_hh": m_hh.astype(np.float32),
-        "TRUTH/higgs_pt": higgs_pt.astype(np.float32),
-        "TRUTH/b_pt": b_pt.astype(np.float32),
-        "TRUTH/b_eta": b_eta.astype(np.float32),
-        "TRUTH/b_phi": b_phi.astype(np.float32),
-        "GLOBAL_EXTRA/met": np.asarray(j.met, dtype=np.float32),
-        "GLOBAL_EXTRA/met_phi": np.asarray(j.met_phi, dtype=np.float32),
-        "GLOBAL_EXTRA/n_electrons": np.asarray(j.n_electrons, dtype=np.int16),
-        "GLOBAL_EXTRA/n_muons": np.asarray(j.n_muons, dtype=np.int16),
+        L.JET_MASK_PATH: mask,
+        L.jet_path("mass"): mass,
+        L.jet_path("pt"): pt,
+        L.jet_path("eta"): eta,
+        L.jet_path("phi"): phi,
+        L.jet_path("btag"): btag,
+        L.KAPPA_INPUT_PATH: kappa_input[idx].astype(np.float32),
+        **{path: targets[:, k].copy() for k, path in enumerate(L.HH_PAIRING_PATHS)},
+        L.SIGNAL_LABEL_PATH: is_signal.astype(np.int64),
+        L.WEIGHT_PATH: np.asarray(p.weight, dtype=np.float64),
+        L.KAPPA_TERMS_PATH: np.asarray(p.kappa_terms, dtype=np.float64),
+        L.TRUTH_PROCESS_PATH: np.asarray(p.process, dtype=np.int8),
+        L.TRUTH_KAPPA_PATH: np.where(is_signal, p.kappa, np.nan).astype(np.float32),
+        L.truth_path("n_jets"): mask.sum(axis=1).astype(np.int16),
+        L.truth_path("n_higgs_matched"): n_higgs,
+        L.truth_path("m_hh"): m_hh.astype(np.float32),
+        L.truth_path("higgs_pt"): higgs_pt.astype(np.float32),
+        L.truth_path("b_pt"): b_pt.astype(np.float32),
+        L.truth_path("b_eta"): b_eta.astype(np.float32),
+        L.truth_path("b_phi"): b_phi.astype(np.float32),
+        L.EXTRA_PATHS["met"]: np.asarray(j.met, dtype=np.float32),
+        L.EXTRA_PATHS["met_phi"]: np.asarray(j.met_phi, dtype=np.float32),
+        L.EXTRA_PATHS["n_electrons"]: np.asarray(j.n_electrons, dtype=np.int16),
+        L.EXTRA_PATHS["n_muons"]: np.asarray(j.n_muons, dtype=np.int16),
     }

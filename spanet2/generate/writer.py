@@ -32,6 +32,7 @@ import numpy as np
 from spanet2.atomic import check_writable
 from spanet2.errors import InputError
 from spanet2.events.hdf5 import list_datasets, open_hdf5, write_datasets
+from spanet2.events.layout import KAPPA_TERMS_PATH, TRUTH_PROCESS_PATH, WEIGHT_PATH
 from spanet2.generate.partons import PartonEvents
 from spanet2.generate.selection import finalize_events, four_tag_mask
 from spanet2.provenance import provenance
@@ -159,7 +160,7 @@ class SampleResult:
 
     @property
     def n_events(self) -> int:
-        return len(self.events["TRUTH/process"])
+        return len(self.events[TRUTH_PROCESS_PATH])
 
 
 def _ordered_results(tasks: Iterator[_ChunkTask], workers: int) -> Iterator[tuple[dict, np.ndarray]]:
@@ -271,11 +272,11 @@ def produce_sample(
     if parts:
         merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         scale = chunk / max(n_used_generated, 1)
-        merged["WEIGHTS/weight"] = merged["WEIGHTS/weight"] * scale
-        merged["WEIGHTS/kappa_terms"] = merged["WEIGHTS/kappa_terms"] * scale
+        merged[WEIGHT_PATH] = merged[WEIGHT_PATH] * scale
+        merged[KAPPA_TERMS_PATH] = merged[KAPPA_TERMS_PATH] * scale
     else:
         merged = {}
-    sigma = float(merged["WEIGHTS/weight"].sum()) if merged else 0.0
+    sigma = float(merged[WEIGHT_PATH].sum()) if merged else 0.0
     logger.info(
         "%s: %d events selected from %d generated (%d chunks), σ×eff = %.4g fb",
         process,
@@ -451,28 +452,28 @@ def _partial_dir(output: Path, is_dir: bool) -> Path:
 
 def _combine(samples: Sequence[SampleResult], divide: int) -> dict[str, np.ndarray]:
     merged = {k: np.concatenate([s.events[k] for s in samples]) for k in samples[0].events}
-    merged["WEIGHTS/weight"] = merged["WEIGHTS/weight"] / divide
-    merged["WEIGHTS/kappa_terms"] = merged["WEIGHTS/kappa_terms"] / divide
+    merged[WEIGHT_PATH] = merged[WEIGHT_PATH] / divide
+    merged[KAPPA_TERMS_PATH] = merged[KAPPA_TERMS_PATH] / divide
     return merged
 
 
 def _take(events: dict[str, np.ndarray], idx: np.ndarray, weight_scale: float = 1.0) -> dict[str, np.ndarray]:
     out = {k: v[idx] for k, v in events.items()}
-    out["WEIGHTS/weight"] = out["WEIGHTS/weight"] * weight_scale
-    out["WEIGHTS/kappa_terms"] = out["WEIGHTS/kappa_terms"] * weight_scale
+    out[WEIGHT_PATH] = out[WEIGHT_PATH] * weight_scale
+    out[KAPPA_TERMS_PATH] = out[KAPPA_TERMS_PATH] * weight_scale
     return out
 
 
 def _attrs(options: dict[str, Any], samples: Sequence[SampleResult], events: dict[str, np.ndarray]) -> dict:
-    is_sig = events["TRUTH/process"] == 1
+    is_sig = events[TRUTH_PROCESS_PATH] == 1
     return {
         "sqrt_s_tev": float(options["sqrt_s_tev"]),
         "lumi_unit": "fb",
         "seed": int(options["seed"]),
         "shower": options["shower"],
-        "cross_section_fb": float(events["WEIGHTS/weight"].sum()),
-        "signal_cross_section_fb": float(events["WEIGHTS/weight"][is_sig].sum()),
-        "background_cross_section_fb": float(events["WEIGHTS/weight"][~is_sig].sum()),
+        "cross_section_fb": float(events[WEIGHT_PATH].sum()),
+        "signal_cross_section_fb": float(events[WEIGHT_PATH][is_sig].sum()),
+        "background_cross_section_fb": float(events[WEIGHT_PATH][~is_sig].sum()),
         "samples": json.dumps(
             [
                 {
@@ -493,8 +494,8 @@ def _write(path: Path, events: dict[str, np.ndarray], attrs: dict) -> None:
     logger.info(
         "wrote %s: %d events, Σ weight = %.4g fb",
         path,
-        len(events["TRUTH/process"]),
-        float(events["WEIGHTS/weight"].sum()),
+        len(events[TRUTH_PROCESS_PATH]),
+        float(events[WEIGHT_PATH].sum()),
     )
 
 
@@ -681,8 +682,8 @@ def generate_sets(
 
     def stack(parts: Sequence[dict], divide: int) -> dict:
         merged = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-        merged["WEIGHTS/weight"] = merged["WEIGHTS/weight"] / divide
-        merged["WEIGHTS/kappa_terms"] = merged["WEIGHTS/kappa_terms"] / divide
+        merged[WEIGHT_PATH] = merged[WEIGHT_PATH] / divide
+        merged[KAPPA_TERMS_PATH] = merged[KAPPA_TERMS_PATH] / divide
         return merged
 
     files = {"assignment_train.h5": stack(sig_train, k), "assignment_test.h5": stack(sig_test, k)}
@@ -692,7 +693,7 @@ def generate_sets(
         ("classification_test.h5", files["assignment_test.h5"], bkg_test),
     ):
         merged = sig if bkg is None else {key: np.concatenate([sig[key], bkg[key]]) for key in sig}
-        order = split_rng.permutation(len(merged["TRUTH/process"]))
+        order = split_rng.permutation(len(merged[TRUTH_PROCESS_PATH]))
         files[name] = {key: v[order] for key, v in merged.items()}
     samples = [*signal, *([background] if background is not None else [])]
     written: dict[str, dict[str, Any]] = {}

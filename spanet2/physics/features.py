@@ -13,7 +13,21 @@ import numpy as np
 
 from spanet2.atomic import atomic_path
 from spanet2.errors import DataError, InputError
-from spanet2.events.hdf5 import SPECIAL_KEY_SPELLINGS, resolve_dataset
+from spanet2.events.layout import (
+    CLASSIFICATIONS,
+    EXTRA_PATHS,
+    FEATURES,
+    HH_PAIRING_PATHS,
+    JET_FEATURES,
+    JET_MASK_PATH,
+    KAPPA_INPUT_PATH,
+    MASK,
+    SPECIAL_KEY_SPELLINGS,
+    TRUTH,
+    WEIGHTS,
+    jet_path,
+    resolve_dataset,
+)
 from spanet2.physics.kinematics import delta_r, p4_to_ptetaphim, ptetaphim_to_p4
 
 __all__ = [
@@ -58,15 +72,8 @@ FEATURE_NAMES_NO_EXTRA: tuple[str, ...] = tuple(n for n in FEATURE_NAMES if n no
 #: Name of the m_HH feature (GeV).
 M_HH = "hh_mass"
 #: Predicted (or true) jet indices of a SPANet-layout file, in pairing-column order.
-PAIRING_PATHS: tuple[str, ...] = ("TARGETS/h1/b1", "TARGETS/h1/b2", "TARGETS/h2/b1", "TARGETS/h2/b2")
+PAIRING_PATHS: tuple[str, ...] = HH_PAIRING_PATHS
 
-_JET_FEATURES = ("pt", "eta", "phi", "mass", "btag")
-_EXTRA_PATHS = {
-    "met": "GLOBAL_EXTRA/met",
-    "met_phi": "GLOBAL_EXTRA/met_phi",
-    "n_electrons": "GLOBAL_EXTRA/n_electrons",
-    "n_muons": "GLOBAL_EXTRA/n_muons",
-}
 
 
 def feature_names(with_extra: bool = True) -> tuple[str, ...]:
@@ -214,9 +221,9 @@ class JetChunk:
 
 
 def _event_count(h5: h5py.File, path: str | os.PathLike) -> int:
-    mask = resolve_dataset(h5, "INPUTS/Source/MASK")
+    mask = resolve_dataset(h5, JET_MASK_PATH)
     if mask is None:
-        raise DataError(path, "INPUTS/Source/MASK", "missing (expected the jet mask, bool (N, J))")
+        raise DataError(path, JET_MASK_PATH, "missing (expected the jet mask, bool (N, J))")
     return int(mask.shape[0])
 
 
@@ -230,27 +237,27 @@ def iter_event_chunks(
     with _open(path) as h5:
         n_events = _event_count(h5, path)
         datasets = {}
-        for name in ("MASK", *_JET_FEATURES):
-            ds = resolve_dataset(h5, f"INPUTS/Source/{name}")
+        for name in (MASK, *JET_FEATURES):
+            ds = resolve_dataset(h5, jet_path(name))
             if ds is None:
-                raise DataError(path, f"INPUTS/Source/{name}", "missing (expected a (N, J) jet array)")
+                raise DataError(path, jet_path(name), "missing (expected a (N, J) jet array)")
             if ds.shape[0] != n_events:
                 raise DataError(
-                    path, f"INPUTS/Source/{name}", f"has {ds.shape[0]} events, MASK has {n_events}"
+                    path, jet_path(name), f"has {ds.shape[0]} events, MASK has {n_events}"
                 )
             datasets[name] = ds
-        extra_ds = {k: resolve_dataset(h5, p) for k, p in _EXTRA_PATHS.items()}
+        extra_ds = {k: resolve_dataset(h5, p) for k, p in EXTRA_PATHS.items()}
         have_extra = all(ds is not None for ds in extra_ds.values())
         if with_extra and not have_extra:
-            missing = [p for k, p in _EXTRA_PATHS.items() if extra_ds[k] is None]
+            missing = [p for k, p in EXTRA_PATHS.items() if extra_ds[k] is None]
             raise DataError(path, missing[0], "missing; the 20-feature set needs MET and lepton counts")
         use_extra = have_extra if with_extra is None else with_extra
         for start in range(0, n_events, chunk_size):
             stop = min(start + chunk_size, n_events)
             arrays = {k: ds[start:stop] for k, ds in datasets.items()}
-            extras = {k: extra_ds[k][start:stop] for k in _EXTRA_PATHS} if use_extra else None
+            extras = {k: extra_ds[k][start:stop] for k in EXTRA_PATHS} if use_extra else None
             yield JetChunk(start, stop, arrays["pt"], arrays["eta"], arrays["phi"], arrays["mass"],
-                           arrays["btag"], arrays["MASK"].astype(bool), extras)  # fmt: skip
+                           arrays["btag"], arrays[MASK].astype(bool), extras)  # fmt: skip
 
 
 def read_pairing(path: str | os.PathLike, start: int = 0, stop: int | None = None) -> np.ndarray:
@@ -295,12 +302,12 @@ def check_pairing_source(pairing: str | os.PathLike, n_events: int, event_file: 
 
 def check_same_events(pred: h5py.File, pred_path: str, inp: h5py.File, inp_path: str) -> None:
     """When a predictions file carries a copy of INPUTS, its first jets must be the input's."""
-    copied, original = resolve_dataset(pred, "INPUTS/Source/pt"), resolve_dataset(inp, "INPUTS/Source/pt")
+    copied, original = resolve_dataset(pred, jet_path("pt")), resolve_dataset(inp, jet_path("pt"))
     if copied is None or original is None or copied.shape != original.shape:
         return
     n = min(1000, original.shape[0])
     if not np.array_equal(copied[:n], original[:n], equal_nan=True):
-        raise DataError(pred_path, "INPUTS/Source/pt", f"the events differ from {inp_path}'s: these predictions "
+        raise DataError(pred_path, jet_path("pt"), f"the events differ from {inp_path}'s: these predictions "
                         "were made on another file (or another order)")  # fmt: skip
 
 
@@ -331,7 +338,7 @@ def iter_feature_chunks(
 def has_extra(path: str | os.PathLike) -> bool:
     """True when an event file holds all four GLOBAL_EXTRA datasets the 20-feature set needs."""
     with _open(path) as h5:
-        return all(resolve_dataset(h5, p) is not None for p in _EXTRA_PATHS.values())
+        return all(resolve_dataset(h5, p) is not None for p in EXTRA_PATHS.values())
 
 
 def write_features_file(
@@ -352,7 +359,7 @@ def write_features_file(
     names = feature_names(use_extra)
     n_invalid = 0
     with atomic_path(output_path) as tmp, h5py.File(tmp, "w") as out:
-        group = out.create_group("FEATURES")
+        group = out.create_group(FEATURES)
         group.attrs["names"] = list(names)
         group.attrs["pairing"] = str(pairing)
         datasets = {n: group.create_dataset(n, shape=(n_events,), dtype="f4") for n in names}
@@ -365,11 +372,12 @@ def write_features_file(
             pairing_ds[chunk.start : chunk.stop] = ordered
             n_invalid += int(np.count_nonzero(ordered[:, 0] < 0))
         with h5py.File(input_path, "r") as src:
-            for group_name in ("CLASSIFICATIONS", "WEIGHTS", "TRUTH"):
+            for group_name in (CLASSIFICATIONS, WEIGHTS, TRUTH):
                 copy_group(src, out, group_name)
-            kappa = resolve_dataset(src, "INPUTS/Kappa/kappa")
+            kappa = resolve_dataset(src, KAPPA_INPUT_PATH)
             if kappa is not None:
-                src.copy(kappa, out.require_group("INPUTS/Kappa"), name="kappa")
+                group_path, _, name = KAPPA_INPUT_PATH.rpartition("/")
+                src.copy(kappa, out.require_group(group_path), name=name)
     if n_invalid:
         logger.warning(
             "%s: %d of %d events have no valid pairing (features NaN)", input_path, n_invalid, n_events

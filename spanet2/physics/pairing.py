@@ -86,10 +86,6 @@ def min_dr_pairing(
     return out
 
 
-_JET_FEATURES = ("pt", "eta", "phi", "mass", "btag", "MASK")
-_TARGETS = ("TARGETS/h1/b1", "TARGETS/h1/b2", "TARGETS/h2/b1", "TARGETS/h2/b2")
-
-
 def pair_file(
     input_path: str | os.PathLike, output_path: str | os.PathLike, *, source: str = "Source"
 ) -> int:
@@ -99,15 +95,16 @@ def pair_file(
     root attribute ``pairing`` = "min_dr". Raises DataError when a jet input is missing. Returns the
     number of events.
     """
+    from spanet2.events import layout
     from spanet2.events.hdf5 import list_datasets, open_hdf5, read_datasets, write_datasets
 
-    names = [f"INPUTS/{source}/{f}" for f in _JET_FEATURES]
+    names = [layout.input_path(source, f) for f in (*layout.JET_FEATURES, layout.MASK)]
     jets = read_datasets(input_path, names)
     pairing = min_dr_pairing(*(jets[n] for n in names))  # (N, 4)
     with open_hdf5(input_path) as h5:
-        arrays = {name: ds[()] for name, ds in list_datasets(h5).items() if not name.startswith("TARGETS/")}
+        arrays = {name: ds[()] for name, ds in list_datasets(h5).items() if layout.group_of(name) != layout.TARGETS}
         attrs = dict(h5.attrs)
-    arrays.update({name: pairing[:, k].copy() for k, name in enumerate(_TARGETS)})
+    arrays.update({name: pairing[:, k].copy() for k, name in enumerate(layout.HH_PAIRING_PATHS)})
     attrs["pairing"] = "min_dr"
     write_datasets(output_path, arrays, attrs=attrs)
     logger.info("min-ΔR pairing of %d events written to %s", len(pairing), output_path)

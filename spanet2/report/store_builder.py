@@ -13,8 +13,14 @@ import h5py
 import numpy as np
 
 from spanet2.errors import DataError, InputError
-from spanet2.events.hdf5 import resolve_dataset
-from spanet2.events.store import EventStoreWriter
+from spanet2.events.layout import (
+    JET_MASK_PATH,
+    SIGNAL_LABEL_PATH,
+    SIGNAL_PROBABILITY_PATH,
+    WEIGHT_PATH,
+    resolve_dataset,
+)
+from spanet2.events.store import EventStoreWriter, event_columns, find_event_datasets
 from spanet2.physics import features as hl
 from spanet2.provenance import provenance
 
@@ -46,7 +52,7 @@ with separate files `spanet2=pred_sig.h5,pred_bkg.h5`. File names must not conta
 #: Per-event columns of every sample; a method may not take one of these names.
 RESERVED_COLUMNS = ("weight", "kappa_terms", "label", "n_jets", "kappa_input", "targets")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
-_SCORE_PATHS = ("CLASSIFICATIONS/EVENT/signal_probability", "CLASSIFICATIONS/EVENT/signal")
+_SCORE_PATHS = (SIGNAL_PROBABILITY_PATH, SIGNAL_LABEL_PATH)
 
 
 @dataclass(frozen=True)
@@ -144,38 +150,28 @@ def _score_dataset(h5: h5py.File, path: str, n_events: int, flag: str) -> h5py.D
 def _open_source(inp: StoreInput, methods: list[MethodSpec], index: int) -> _Source:
     h5 = _open(inp.path, "--input" if inp.sample is None else f"--{inp.sample}")
     try:
-        mask = resolve_dataset(h5, "INPUTS/Source/MASK")
+        mask = resolve_dataset(h5, JET_MASK_PATH)
         if mask is None:
-            raise DataError(inp.path, "INPUTS/Source/MASK", "missing (expected the jet mask, bool (N, J))")
+            raise DataError(inp.path, JET_MASK_PATH, "missing (expected the jet mask, bool (N, J))")
         n = int(mask.shape[0])
         if n == 0:
-            raise DataError(inp.path, "INPUTS/Source/MASK", "empty file: 0 events")
+            raise DataError(inp.path, JET_MASK_PATH, "empty file: 0 events")
         datasets: dict[str, h5py.Dataset] = {"MASK": mask}
-        weight = resolve_dataset(h5, "WEIGHTS/weight")
+        weight = resolve_dataset(h5, WEIGHT_PATH)
         if weight is None:
-            raise DataError(inp.path, "WEIGHTS/weight", "missing: the store needs per-event weights in fb "
+            raise DataError(inp.path, WEIGHT_PATH, "missing: the store needs per-event weights in fb "
                             "(sum x luminosity = expected events); the generator writes them")  # fmt: skip
-        datasets["weight"] = weight
-        optional = {"kappa_terms": "WEIGHTS/kappa_terms", "label": "CLASSIFICATIONS/EVENT/signal",
-                    "kappa_input": "INPUTS/Kappa/kappa"}  # fmt: skip
-        for key, path in optional.items():
-            ds = resolve_dataset(h5, path)
-            if ds is not None:
-                datasets[key] = ds
+        datasets.update(find_event_datasets(h5, inp.path, n, JET_MASK_PATH))
         for i, key in enumerate(hl.PAIRING_PATHS):
             ds = resolve_dataset(h5, key)
             if ds is not None:
                 datasets[f"target{i}"] = ds
         if inp.sample is None and "label" not in datasets:
-            raise DataError(inp.path, "CLASSIFICATIONS/EVENT/signal", "missing: --input splits signal and "
+            raise DataError(inp.path, SIGNAL_LABEL_PATH, "missing: --input splits signal and "
                             "background by this label; give --signal/--background files otherwise")  # fmt: skip
         for ds in datasets.values():
             if ds.shape[0] != n:
                 raise DataError(inp.path, ds.name.lstrip("/"), f"has {ds.shape[0]} events, MASK has {n}")
-        if "kappa_terms" in datasets and datasets["kappa_terms"].shape[1:] != (3,):
-            raise DataError(
-                inp.path, "WEIGHTS/kappa_terms", f"expected shape (N, 3), got {datasets['kappa_terms'].shape}"
-            )
         source = _Source(inp, h5, n, datasets)
         for method in methods:
             spec = method.sources[index]
@@ -358,7 +354,7 @@ def _chunk_columns(source: _Source, chunk: hl.JetChunk) -> tuple[dict[str, np.nd
         bad = ~np.isin(labels, (0, 1))
         if bad.any():
             e = int(np.argmax(bad))
-            raise DataError(source.inp.path, "CLASSIFICATIONS/EVENT/signal",
+            raise DataError(source.inp.path, SIGNAL_LABEL_PATH,
                             f"label {labels[e]} at event {start + e}; expected 0 or 1")  # fmt: skip
     else:
         labels = np.full(n, 1 if source.inp.sample == "signal" else 0)
@@ -366,25 +362,19 @@ def _chunk_columns(source: _Source, chunk: hl.JetChunk) -> tuple[dict[str, np.nd
             file_labels = np.asarray(ds["label"][start:stop])
             if (file_labels != labels).any():
                 e = int(np.argmax(file_labels != labels))
-                raise DataError(source.inp.path, "CLASSIFICATIONS/EVENT/signal",
+                raise DataError(source.inp.path, SIGNAL_LABEL_PATH,
                                 f"event {start + e} has label {file_labels[e]} in a --{source.inp.sample} file; "
                                 "use --input to split a mixed file by label")  # fmt: skip
-    columns: dict[str, np.ndarray] = {
-        "weight": np.asarray(ds["weight"][start:stop], dtype=np.float64),
-        "label": labels.astype(np.int8),
-        "n_jets": chunk.mask.sum(axis=1).astype(np.int16),
-        "kappa_input": (np.asarray(ds["kappa_input"][start:stop], dtype=np.float32).reshape(n)
-                        if "kappa_input" in ds else np.full(n, np.nan, np.float32)),
-    }  # fmt: skip
-    if "kappa_terms" in ds:
-        columns["kappa_terms"] = np.asarray(ds["kappa_terms"][start:stop], dtype=np.float64)
+    columns = event_columns(ds, chunk.mask, start, stop)
+    columns["label"] = labels.astype(np.int8)
+    columns.setdefault("kappa_input", np.full(n, np.nan, np.float32))
     if "target0" in ds:
         columns["targets"] = np.stack(
             [np.asarray(ds[f"target{i}"][start:stop], np.int64) for i in range(4)], axis=1
         )
     if not np.isfinite(columns["weight"]).all():
         e = int(np.argmax(~np.isfinite(columns["weight"])))
-        raise DataError(source.inp.path, "WEIGHTS/weight", f"non-finite weight at event {start + e}")
+        raise DataError(source.inp.path, WEIGHT_PATH, f"non-finite weight at event {start + e}")
     return columns, labels
 
 

@@ -12,7 +12,18 @@ import torch
 
 from spanet2.errors import DataError
 from spanet2.events.hdf5 import n_events as file_n_events
-from spanet2.events.hdf5 import open_hdf5, resolve_dataset
+from spanet2.events.hdf5 import open_hdf5
+from spanet2.events.layout import (
+    TARGETS,
+    TRUTH_KAPPA_PATH,
+    classification_path,
+    decode_inputs,
+    input_path,
+    mask_path,
+    resolve_dataset,
+    strip_group,
+    target_path,
+)
 from spanet2.events.topology import EventTopology
 from spanet2.training.normalization import NormalizationStats, fit_input_statistics
 from spanet2.training.options import Options
@@ -140,16 +151,6 @@ def _concat(parts: list[EventArrays]) -> EventArrays:
     )
 
 
-def _fit_jets(values: np.ndarray, jets: int) -> np.ndarray:
-    """Cut or zero-pad the jet axis (axis 1) of (N, J, ...) to `jets`."""
-    if values.shape[1] == jets:
-        return values
-    if values.shape[1] > jets:
-        return values[:, :jets]
-    pad = [(0, 0), (0, jets - values.shape[1])] + [(0, 0)] * (values.ndim - 2)
-    return np.pad(values, pad)
-
-
 def _iter_file(
     path: str | os.PathLike,
     topology: EventTopology,
@@ -169,17 +170,17 @@ def _iter_file(
                 raise DataError(path, name, "missing dataset (required by the event topology)")
             return ds
 
-        n_total = need(f"INPUTS/{topology.sequential_inputs[0].name}/MASK").shape[0]
-        seq_sets, seq_jets = {}, {}
+        n_total = need(mask_path(topology.sequential_inputs[0].name)).shape[0]
+        input_sets, seq_jets = {}, {}
         for source in topology.sequential_inputs:
-            mask_name = f"INPUTS/{source.name}/MASK"
-            mask_ds = need(mask_name)
+            mask_name = mask_path(source.name)
+            mask_ds = input_sets[mask_name] = need(mask_name)
             if mask_ds.ndim != 2:
                 raise DataError(path, mask_name, f"expected a (N, J) jet mask, found shape {mask_ds.shape}")
             file_jets = mask_ds.shape[1]
             for feature in source.features:
-                name = f"INPUTS/{source.name}/{feature.name}"
-                ds = need(name)
+                name = input_path(source.name, feature.name)
+                ds = input_sets[name] = need(name)
                 if ds.shape != mask_ds.shape:
                     raise DataError(
                         path,
@@ -199,20 +200,12 @@ def _iter_file(
                 seq_jets[source.name] = file_jets
             else:
                 seq_jets[source.name] = file_jets
-            seq_sets[source.name] = (
-                mask_ds,
-                [need(f"INPUTS/{source.name}/{f.name}") for f in source.features],
-            )
-        glob_sets = {}
         for source in topology.global_inputs:
-            dsets = []
             for feature in source.features:
-                name = f"INPUTS/{source.name}/{feature.name}"
-                ds = need(name)
+                name = input_path(source.name, feature.name)
+                ds = input_sets[name] = need(name)
                 if ds.ndim not in (1, 2) or (ds.ndim == 2 and ds.shape[1] != 1):
                     raise DataError(path, name, f"expected one value per event (N,), found shape {ds.shape}")
-                dsets.append(ds)
-            glob_sets[source.name] = dsets
         offsets, offset = {}, 0
         for source in topology.sequential_inputs:
             offsets[source.name] = offset
@@ -221,24 +214,24 @@ def _iter_file(
         for particle in topology.particles:
             per = []
             for daughter in particle.daughters:
-                name = f"TARGETS/{particle.name}/{daughter}"
+                name = target_path(particle.name, daughter)
                 per.append((name, need(name), topology.daughter_source(particle.name, daughter)))
             target_sets.append(per)
         class_sets = {}
         for path_name in topology.classification_paths():
             ds = resolve_dataset(h5, path_name)
-            key = path_name.removeprefix("CLASSIFICATIONS/")
+            key = strip_group(path_name)
             if ds is None:
                 log.warning("%s: %s missing; that classification is ignored (labels -1)", path, path_name)
             class_sets[key] = ds
-        kappa_ds = resolve_dataset(h5, "TRUTH/kappa")
+        kappa_ds = resolve_dataset(h5, TRUTH_KAPPA_PATH)
         if kappa_ds is None:
             for source in topology.global_inputs:
                 if "kappa" in source.feature_names:
-                    kappa_ds = resolve_dataset(h5, f"INPUTS/{source.name}/kappa")
+                    kappa_ds = resolve_dataset(h5, input_path(source.name, "kappa"))
                     break
         for name, ds in [(n, d) for per in target_sets for n, d, _ in per] + [
-            (f"CLASSIFICATIONS/{k}", d) for k, d in class_sets.items() if d is not None
+            (classification_path(k), d) for k, d in class_sets.items() if d is not None
         ]:
             if ds.shape[0] != n_total:
                 raise DataError(path, name, f"has {ds.shape[0]} events but the inputs have {n_total}")
@@ -246,39 +239,7 @@ def _iter_file(
         stop = min(stop, n_total)
         for lo in range(start, stop, chunk_size):
             hi = min(lo + chunk_size, stop)
-            sequential, masks = {}, {}
-            for source in topology.sequential_inputs:
-                mask_ds, dsets = seq_sets[source.name]
-                n_jets = seq_jets[source.name]
-                mask = _fit_jets(np.asarray(mask_ds[lo:hi], dtype=bool), n_jets)  # (n, J)
-                values = np.stack(
-                    [np.asarray(ds[lo:hi], dtype=np.float32) for ds in dsets], axis=-1
-                )  # (n, J0, F)
-                values = np.where(mask[..., None], _fit_jets(values, n_jets), 0.0).astype(
-                    np.float32
-                )  # (n, J, F); padding → 0 (even NaN)
-                if not np.isfinite(values).all():
-                    bad = np.argwhere(~np.isfinite(values))[0]
-                    feature = source.features[bad[2]].name
-                    raise DataError(
-                        path,
-                        f"INPUTS/{source.name}/{feature}",
-                        f"non-finite value at event {lo + bad[0]}, jet {bad[1]}",
-                    )
-                sequential[source.name], masks[source.name] = values, mask
-            globals_ = {}
-            for name, dsets in glob_sets.items():
-                values = np.stack(
-                    [np.asarray(ds[lo:hi], dtype=np.float32).reshape(hi - lo) for ds in dsets], axis=-1
-                )  # (n, F)
-                if not np.isfinite(values).all():
-                    bad = np.argwhere(~np.isfinite(values))[0]
-                    raise DataError(
-                        path,
-                        f"INPUTS/{name}/{topology.input(name).features[bad[1]].name}",
-                        f"non-finite value at event {lo + bad[0]}",
-                    )
-                globals_[name] = values
+            sequential, masks, globals_ = decode_inputs(path, input_sets, topology, seq_jets, lo, hi)
             n = hi - lo
             targets = np.full((n, len(target_sets), 2), -1, dtype=np.int64)
             complete = np.ones((n, len(target_sets)), dtype=bool)
@@ -286,7 +247,7 @@ def _iter_file(
                 if len(per) != 2:
                     raise DataError(
                         path,
-                        f"TARGETS/{topology.particles[p].name}",
+                        f"{TARGETS}/{topology.particles[p].name}",
                         f"SPANet2 supports particles with two daughters, found {len(per)}",
                     )
                 for d, (name, ds, source) in enumerate(per):
@@ -324,7 +285,7 @@ def _iter_file(
                     event = int(np.flatnonzero(same)[0])
                     raise DataError(
                         path,
-                        f"TARGETS/{topology.particles[p].name}",
+                        f"{TARGETS}/{topology.particles[p].name}",
                         f"both daughters point at jet {targets[event, p, 0]} at event {lo + event}",
                     )
             targets[~complete] = -1
@@ -336,11 +297,11 @@ def _iter_file(
                 raw = np.asarray(ds[lo:hi])
                 if raw.ndim != 1:
                     raise DataError(
-                        path, f"CLASSIFICATIONS/{key}", f"expected (N,) class labels, found {raw.shape}"
+                        path, classification_path(key), f"expected (N,) class labels, found {raw.shape}"
                     )
                 if not np.issubdtype(raw.dtype, np.integer) and not np.issubdtype(raw.dtype, np.bool_):
                     if not np.all(np.isfinite(raw)) or not np.all(raw == np.round(raw)):
-                        raise DataError(path, f"CLASSIFICATIONS/{key}", "expected integer class labels")
+                        raise DataError(path, classification_path(key), "expected integer class labels")
                 classes[key] = raw.astype(np.int64)
             kappa = None if kappa_ds is None else np.asarray(kappa_ds[lo:hi], dtype=np.float64).reshape(n)
             yield EventArrays(
@@ -385,7 +346,7 @@ def _empty(path, topology: EventTopology, jets, limit) -> EventArrays:
     with open_hdf5(path) as h5:
         widths = {}
         for s in topology.sequential_inputs:
-            ds = resolve_dataset(h5, f"INPUTS/{s.name}/MASK")
+            ds = resolve_dataset(h5, mask_path(s.name))
             widths[s.name] = limit or (jets or {}).get(s.name) or (0 if ds is None else ds.shape[1])
     return EventArrays(
         sequential={
@@ -397,7 +358,7 @@ def _empty(path, topology: EventTopology, jets, limit) -> EventArrays:
         targets=np.zeros((0, len(topology.particles), 2), np.int64),
         target_mask=np.zeros((0, len(topology.particles)), bool),
         classifications={
-            p.removeprefix("CLASSIFICATIONS/"): np.zeros(0, np.int64) for p in topology.classification_paths()
+            strip_group(p): np.zeros(0, np.int64) for p in topology.classification_paths()
         },
         kappa=None,
         source=str(path),

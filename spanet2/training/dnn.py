@@ -19,7 +19,8 @@ from torch import nn
 
 from spanet2.atomic import atomic_path
 from spanet2.errors import ConfigError, DataError, InputError
-from spanet2.events.hdf5 import resolve_dataset
+from spanet2.events import layout
+from spanet2.events.layout import SIGNAL_LABEL_PATH, SIGNAL_PROBABILITY_PATH, resolve_dataset
 from spanet2.physics import features as hl
 from spanet2.provenance import write_provenance
 from spanet2.training.logdir import append_metrics, new_run_dir, save_checkpoint
@@ -191,34 +192,34 @@ class DNNTrainResult:
 
 def _read_labels(path: str | os.PathLike, n_events: int, required: bool) -> np.ndarray | None:
     with h5py.File(path, "r") as h5:
-        ds = resolve_dataset(h5, "CLASSIFICATIONS/EVENT/signal")
+        ds = resolve_dataset(h5, SIGNAL_LABEL_PATH)
         if ds is None:
             if required:
                 raise DataError(
-                    path, "CLASSIFICATIONS/EVENT/signal", "missing (expected 0/1 labels, int (N,))"
+                    path, SIGNAL_LABEL_PATH, "missing (expected 0/1 labels, int (N,))"
                 )
             return None
         labels = np.asarray(ds[:])
     if labels.ndim != 1 or labels.shape[0] != n_events:
         raise DataError(
-            path, "CLASSIFICATIONS/EVENT/signal", f"expected shape ({n_events},), got {labels.shape}"
+            path, SIGNAL_LABEL_PATH, f"expected shape ({n_events},), got {labels.shape}"
         )
     if not np.isin(labels, (0, 1)).all():
-        raise DataError(path, "CLASSIFICATIONS/EVENT/signal", "expected labels 0 (background) or 1 (signal)")
+        raise DataError(path, SIGNAL_LABEL_PATH, "expected labels 0 (background) or 1 (signal)")
     return labels.astype(np.int64)
 
 
 def _read_features_group(path: str | os.PathLike, names: tuple[str, ...] | None) -> DNNData | None:
     """Features from a `spanet2 features` output file, or None when the file has no FEATURES group."""
     with h5py.File(path, "r") as h5:
-        if "FEATURES" not in h5:
+        if layout.FEATURES not in h5:
             return None
-        group = h5["FEATURES"]
+        group = h5[layout.FEATURES]
         stored = tuple(str(n) for n in group.attrs.get("names", ()))
         wanted = stored if names is None else names
         missing = [n for n in wanted if n not in group]
         if missing:
-            raise DataError(path, f"FEATURES/{missing[0]}", "missing (the model needs it)")
+            raise DataError(path, f"{layout.FEATURES}/{missing[0]}", "missing (the model needs it)")
         features = np.stack([group[n][:] for n in wanted], axis=1).astype(np.float32)  # (N, F)
         pairing = group["pairing"][:] if "pairing" in group else np.full((len(features), 4), -1)
     return DNNData(features, None, pairing, wanted, str(path))
@@ -352,7 +353,7 @@ def train_dnn(
         raise DataError(training_file, None, "too few events with a valid pairing to train and validate")
     if len(np.unique(y_train)) < 2:
         raise DataError(
-            training_file, "CLASSIFICATIONS/EVENT/signal", "training needs both signal and background"
+            training_file, SIGNAL_LABEL_PATH, "training needs both signal and background"
         )
 
     run_dir = new_run_dir(log_dir, name).path
@@ -527,15 +528,15 @@ def predict_dnn(
     scores[invalid] = 0.0
     with atomic_path(output) as tmp, h5py.File(tmp, "w") as out:
         with h5py.File(test_file, "r") as src:
-            for group in ("INPUTS", "WEIGHTS", "TRUTH", "GLOBAL_EXTRA"):
+            for group in (layout.INPUTS, *layout.EXTRA_GROUPS):
                 hl.copy_group(src, out, group)
         for i, key in enumerate(hl.PAIRING_PATHS):
             out.create_dataset(key, data=data.pairing[:, i].astype(np.int64))
         out.create_dataset(
-            "CLASSIFICATIONS/EVENT/signal", data=np.stack([1 - scores, scores], axis=1).astype("f4")
+            SIGNAL_LABEL_PATH, data=np.stack([1 - scores, scores], axis=1).astype("f4")
         )
-        out.create_dataset("CLASSIFICATIONS/EVENT/signal_probability", data=scores.astype("f4"))
-        features = out.create_group("FEATURES")
+        out.create_dataset(SIGNAL_PROBABILITY_PATH, data=scores.astype("f4"))
+        features = out.create_group(layout.FEATURES)
         features.attrs["names"] = list(names)
         for i, feature in enumerate(names):
             features.create_dataset(feature, data=data.features[:, i])

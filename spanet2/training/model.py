@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spanet2.errors import ConfigError
+from spanet2.events.layout import strip_group
 from spanet2.events.topology import EventTopology
 from spanet2.training.normalization import NormalizationStats
 from spanet2.training.options import Options
@@ -81,7 +82,7 @@ class ModelOutputs:
 
 def classification_keys(topology: EventTopology) -> list[str]:
     """Classification head names, e.g. ["EVENT/signal"] (dataset paths without "CLASSIFICATIONS/")."""
-    return [p.removeprefix("CLASSIFICATIONS/") for p in topology.classification_paths()]
+    return [strip_group(p) for p in topology.classification_paths()]
 
 
 def embedding_dims(initial_dim: int, hidden_dim: int, max_layers: int) -> list[int]:

@@ -12,6 +12,7 @@ import numpy as np
 
 from spanet2.atomic import atomic_path
 from spanet2.errors import ConfigError
+from spanet2.events.layout import strip_group
 
 __all__ = [
     "InputStatistics",
@@ -186,5 +187,5 @@ def identity_statistics(
         )
     classes = dict(classification_classes or {})
     for path in topology.classification_paths():
-        classes.setdefault(path.removeprefix("CLASSIFICATIONS/"), 2)
+        classes.setdefault(strip_group(path), 2)
     return NormalizationStats(inputs=inputs, classification_classes=classes, n_jets=dict(n_jets or {}))

@@ -13,6 +13,20 @@ import numpy as np
 from spanet2.errors import DataError, InputError
 from spanet2.events.hdf5 import HDF5Writer, list_datasets, open_hdf5
 from spanet2.events.hdf5 import n_events as count_events
+from spanet2.events.layout import (
+    CLASSIFICATIONS,
+    EMBEDDINGS,
+    REGRESSIONS,
+    TARGETS,
+    classification_path,
+    decode_inputs,
+    embedding_path,
+    group_of,
+    input_path,
+    mask_path,
+    resolve_dataset,
+    target_path,
+)
 from spanet2.provenance import provenance
 
 __all__ = ["predict", "REPLACED_GROUPS"]
@@ -20,7 +34,7 @@ __all__ = ["predict", "REPLACED_GROUPS"]
 logger = logging.getLogger(__name__)
 
 # groups of the input that the predictions replace (everything else with one row per event is copied)
-REPLACED_GROUPS = ("TARGETS", "CLASSIFICATIONS", "REGRESSIONS", "EMBEDDINGS")
+REPLACED_GROUPS = (TARGETS, CLASSIFICATIONS, REGRESSIONS, EMBEDDINGS)
 
 
 def _copied_datasets(path: str | os.PathLike, n_events: int) -> list[str]:
@@ -28,7 +42,7 @@ def _copied_datasets(path: str | os.PathLike, n_events: int) -> list[str]:
     with open_hdf5(path) as h5:
         names = []
         for name, ds in list_datasets(h5).items():
-            if name.split("/")[0] in REPLACED_GROUPS:
+            if group_of(name) in REPLACED_GROUPS:
                 continue
             if ds.ndim == 0 or ds.shape[0] != n_events:
                 logger.warning("%s: %s has no per-event rows (shape %s): not copied", path, name, ds.shape)
@@ -108,18 +122,18 @@ def predict(
             rows = dict(chunk)
             for p, particle in enumerate(particles):
                 for d, daughter in enumerate(particle.daughters):
-                    rows[f"TARGETS/{particle.name}/{daughter}"] = out["assignment"][:, p, d].astype(np.int64)
-                rows[f"TARGETS/{particle.name}/assignment_probability"] = out["assignment_probability"][:, p]
-                rows[f"TARGETS/{particle.name}/detection_probability"] = out["detection_probability"][:, p]
+                    rows[target_path(particle.name, daughter)] = out["assignment"][:, p, d].astype(np.int64)
+                rows[target_path(particle.name, "assignment_probability")] = out["assignment_probability"][:, p]
+                rows[target_path(particle.name, "detection_probability")] = out["detection_probability"][:, p]
                 if output_vectors:
-                    rows[f"EMBEDDINGS/{particle.name}/PARTICLE"] = out["particle_vectors"][:, p]
+                    rows[embedding_path(particle.name, "PARTICLE")] = out["particle_vectors"][:, p]
             for key, probs in out.items():
                 if key.startswith("class:"):
                     head = key.removeprefix("class:")
-                    rows[f"CLASSIFICATIONS/{head}"] = probs.astype(np.float32)
-                    rows[f"CLASSIFICATIONS/{head}_probability"] = probs[:, min(1, probs.shape[1] - 1)]
+                    rows[classification_path(head)] = probs.astype(np.float32)
+                    rows[classification_path(f"{head}_probability")] = probs[:, min(1, probs.shape[1] - 1)]
             if output_vectors:
-                rows["EMBEDDINGS/EVENT"] = out["event_vector"]
+                rows[embedding_path("EVENT")] = out["event_vector"]
             writer.append(rows)
             done = stop
             advance(stop - start)
@@ -133,7 +147,7 @@ def _check_padding(path, datasets: dict, topology, normalization) -> dict[str, i
     limit = int(getattr(normalization, "limit_to_num_jets", 0) or 0)
     widths = {}
     for source in topology.sequential_inputs:
-        name = f"INPUTS/{source.name}/MASK"
+        name = mask_path(source.name)
         mask = datasets[name]
         if mask.ndim != 2:
             raise DataError(path, name, f"expected a (N, J) jet mask, found shape {mask.shape}")
@@ -146,20 +160,13 @@ def _check_padding(path, datasets: dict, topology, normalization) -> dict[str, i
                 f"with {expected} (same padding expected)",
             )
         for feature in source.features:
-            fname = f"INPUTS/{source.name}/{feature.name}"
+            fname = input_path(source.name, feature.name)
             if datasets[fname].shape != mask.shape:
                 raise DataError(
                     path, fname, f"shape {datasets[fname].shape} differs from {name} {mask.shape}"
                 )
         widths[source.name] = expected
     return widths
-
-
-def _fit(values: np.ndarray, width: int) -> np.ndarray:
-    """Cut or zero-pad axis 1 of (N, J, ...) to `width`."""
-    if values.shape[1] >= width:
-        return values[:, :width]
-    return np.pad(values, [(0, 0), (0, width - values.shape[1])] + [(0, 0)] * (values.ndim - 2))
 
 
 def _batch_from_arrays(
@@ -172,49 +179,15 @@ def _batch_from_arrays(
     """
     import torch
 
-    batch: dict[str, dict] = {"sequential": {}, "sequential_mask": {}, "global": {}}
-    for source in topology.sequential_inputs:
-        mask = _fit(
-            np.asarray(arrays[f"INPUTS/{source.name}/MASK"], dtype=bool), widths[source.name]
-        )  # (B, J)
-        values = np.stack(
-            [np.asarray(arrays[f"INPUTS/{source.name}/{f.name}"], dtype=np.float32) for f in source.features],
-            axis=-1,
-        )  # (B, J0, F)
-        values = _fit(values, widths[source.name])  # (B, J, F)
-        bad = ~np.isfinite(values) & mask[..., None]
-        if bad.any():
-            event, jet, feature = np.argwhere(bad)[0]
-            raise DataError(
-                path,
-                f"INPUTS/{source.name}/{source.features[feature].name}",
-                f"non-finite value at event {first + event}, jet {jet}",
-            )
-        values = np.where(mask[..., None], values, 0.0).astype(np.float32)
-        batch["sequential"][source.name] = torch.from_numpy(values)
-        batch["sequential_mask"][source.name] = torch.from_numpy(np.ascontiguousarray(mask))
-    for source in topology.global_inputs:
-        values = np.stack(
-            [
-                np.asarray(arrays[f"INPUTS/{source.name}/{f.name}"], dtype=np.float32).reshape(-1)
-                for f in source.features
-            ],
-            axis=-1,
-        )  # (B, F)
-        if not np.isfinite(values).all():
-            event, feature = np.argwhere(~np.isfinite(values))[0]
-            raise DataError(
-                path,
-                f"INPUTS/{source.name}/{source.features[feature].name}",
-                f"non-finite value at event {first + event}",
-            )
-        batch["global"][source.name] = torch.from_numpy(values)
-    return batch
+    sequential, masks, globals_ = decode_inputs(path, arrays, topology, widths, first)
+    return {
+        "sequential": {k: torch.from_numpy(v) for k, v in sequential.items()},
+        "sequential_mask": {k: torch.from_numpy(v) for k, v in masks.items()},
+        "global": {k: torch.from_numpy(v) for k, v in globals_.items()},
+    }
 
 
 def _dataset(h5, name: str):
-    from spanet2.events.hdf5 import resolve_dataset
-
     ds = resolve_dataset(h5, name)
     if ds is None:  # listed a moment ago: only a concurrent rewrite of the file gets here
         raise DataError(h5.filename, name, "dataset vanished while reading")

@@ -23,6 +23,9 @@ def test_public_api_pinned():
             "convert_hdf5_to_store",
             "sample_name_for_label",
             "STORE_CHUNK",
+            "EVENT_COLUMN_SOURCES",
+            "find_event_datasets",
+            "event_columns",
         ]
     )
 
