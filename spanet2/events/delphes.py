@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from spanet2.errors import DataError, InputError
+from spanet2.events.jets import JetEvents
 from spanet2.events.layout import KAPPA_TERMS_PATH, TRUTH_PROCESS_PATH
 
 __all__ = [
@@ -91,29 +92,18 @@ def resolve_branches(keys: Sequence[str], wanted: Sequence[str]) -> dict[str, st
 class DelphesChunk:
     """One chunk of a Delphes tree as padded arrays.
 
-    pt, eta, phi, mass: (N, J) float64 jets; btag, mask: (N, J) bool; flavour (N, J) int8 (5, 4, 0);
-    met, met_phi (N,); n_electrons, n_muons (N,) int16; quarks (N, 4, 4) (pT, η, φ, m) of the Higgs b quarks
-    [h1 b, h1 b̄, h2 b, h2 b̄] (NaN where absent); higgs (N, 2, 4) (pT, η, φ, m) (NaN where absent);
-    is_signal (N,) bool (two Higgs → b b̄ decays found).
+    jets: the reconstructed jets, MET and lepton counts (JetEvents; pt, eta, phi, mass float64, btag bool);
+    quarks (N, 4, 4) (pT, η, φ, m) of the Higgs b quarks [h1 b, h1 b̄, h2 b, h2 b̄] (NaN where absent);
+    higgs (N, 2, 4) (pT, η, φ, m) (NaN where absent); is_signal (N,) bool (two Higgs → b b̄ decays found).
     """
 
-    pt: np.ndarray
-    eta: np.ndarray
-    phi: np.ndarray
-    mass: np.ndarray
-    btag: np.ndarray
-    mask: np.ndarray
-    flavour: np.ndarray
-    met: np.ndarray
-    met_phi: np.ndarray
-    n_electrons: np.ndarray
-    n_muons: np.ndarray
+    jets: JetEvents
     quarks: np.ndarray
     higgs: np.ndarray
     is_signal: np.ndarray
 
     def __len__(self) -> int:
-        return len(self.pt)
+        return len(self.jets)
 
 
 def _padded(array: Any, width: int, fill: float, dtype) -> np.ndarray:
@@ -221,22 +211,10 @@ def _chunk_from_arrays(arrays: dict[str, Any], n: int) -> DelphesChunk:
         )
     else:
         quarks, higgs, is_signal = np.full((n, 4, 4), np.nan), np.full((n, 2, 4), np.nan), np.zeros(n, bool)
-    return DelphesChunk(
-        pt,
-        eta,
-        phi,
-        mass,
-        btag,
-        mask & (pt > 0),
-        flavour,
-        met,
-        met_phi,
-        count("Electron.PT"),
-        count("Muon.PT"),
-        quarks,
-        higgs,
-        is_signal,
+    jets = JetEvents(
+        pt, eta, phi, mass, btag, mask & (pt > 0), flavour, met, met_phi, count("Electron.PT"), count("Muon.PT")
     )
+    return DelphesChunk(jets, quarks, higgs, is_signal)
 
 
 def _open_tree(path: str | os.PathLike, tree: str):
@@ -306,23 +284,10 @@ def _to_p4(ptetaphim: np.ndarray) -> np.ndarray:
 
 
 def _empty_chunk() -> DelphesChunk:
-    z = np.zeros((0, 1))
-    return DelphesChunk(
-        z,
-        z,
-        z,
-        z,
-        z.astype(bool),
-        z.astype(bool),
-        z.astype(np.int8),
-        np.zeros(0),
-        np.zeros(0),
-        np.zeros(0, np.int16),
-        np.zeros(0, np.int16),
-        np.zeros((0, 4, 4)),
-        np.zeros((0, 2, 4)),
-        np.zeros(0, bool),
-    )
+    z, e = np.zeros((0, 1)), np.zeros(0)
+    jets = JetEvents(z, z, z, z, z.astype(bool), z.astype(bool), z.astype(np.int8), e, e,
+                     e.astype(np.int16), e.astype(np.int16))  # fmt: skip
+    return DelphesChunk(jets, np.zeros((0, 4, 4)), np.zeros((0, 2, 4)), np.zeros(0, bool))
 
 
 def _select_chunk(
@@ -337,7 +302,6 @@ def _select_chunk(
     rng: np.random.Generator,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Truth-match and select one chunk with the generator's finalize_events; (HDF5 dict, (N,) signal flags)."""
-    from spanet2.generate.jets import JetEvents
     from spanet2.generate.partons import PartonEvents
     from spanet2.generate.selection import finalize_events  # the generator's selection, shared on purpose
 
@@ -349,19 +313,6 @@ def _select_chunk(
     k_in = rng.choice(kappa_list, size=n)
     if kappa is not None:
         k_in = np.where(signal, kappa, k_in)
-    jets = JetEvents(
-        pt=chunk.pt,
-        eta=chunk.eta,
-        phi=chunk.phi,
-        mass=chunk.mass,
-        btag=chunk.btag,
-        mask=chunk.mask,
-        flavour=chunk.flavour,
-        met=chunk.met,
-        met_phi=chunk.met_phi,
-        n_electrons=chunk.n_electrons,
-        n_muons=chunk.n_muons,
-    )
     nan = np.full(n, np.nan)
     partons = PartonEvents(
         b=b,
@@ -379,7 +330,7 @@ def _select_chunk(
         sqrt_s_tev=float(sqrt_s_tev) if sqrt_s_tev is not None else float("nan"),
     )
     with np.errstate(invalid="ignore"):
-        events = finalize_events(jets, partons, kappa_input=k_in, max_jets=max_jets)
+        events = finalize_events(chunk.jets, partons, kappa_input=k_in, max_jets=max_jets)
     events.pop(KAPPA_TERMS_PATH)  # not known for a Delphes file (module docstring)
     return events, signal
 

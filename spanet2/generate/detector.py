@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spanet2.generate.jets import JetEvents
+from spanet2.events.jets import JetEvents
 from spanet2.generate.partons import PartonEvents
 from spanet2.physics.kinematics import p4_mass, p4_to_ptetaphim, ptetaphim_to_p4
 

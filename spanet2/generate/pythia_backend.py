@@ -52,8 +52,8 @@ import fastjet
 import numpy as np
 import pythia8mc
 
+from spanet2.events.jets import JetEvents
 from spanet2.generate.detector import DEFAULT_DETECTOR, DetectorParameters, apply_btagging
-from spanet2.generate.jets import JetEvents
 from spanet2.generate.partons import PartonEvents
 from spanet2.physics.kinematics import delta_r
 

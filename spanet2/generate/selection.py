@@ -7,7 +7,7 @@ import logging
 import numpy as np
 
 from spanet2.events import layout as L
-from spanet2.generate.jets import JetEvents
+from spanet2.events.jets import JetEvents
 from spanet2.generate.partons import PartonEvents
 from spanet2.physics.kinematics import delta_r, p4_mass, p4_to_ptetaphim
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -13,6 +13,7 @@ import numpy as np
 
 from spanet2.atomic import atomic_path
 from spanet2.errors import DataError, InputError
+from spanet2.events.jets import PaddedJets
 from spanet2.events.layout import (
     CLASSIFICATIONS,
     EXTRA_PATHS,
@@ -206,18 +207,12 @@ def _open(path: str | os.PathLike) -> h5py.File:
 
 
 @dataclass
-class JetChunk:
-    """A slice of events [start, stop) of an HDF5 event file: jets (N, J), extras (N,) or None."""
+class JetChunk(PaddedJets):
+    """A slice of events [start, stop) of an HDF5 event file: PaddedJets (N, J), extras (N,) or None."""
 
-    start: int
-    stop: int
-    pt: np.ndarray
-    eta: np.ndarray
-    phi: np.ndarray
-    mass: np.ndarray
-    btag: np.ndarray
-    mask: np.ndarray
-    extras: dict[str, np.ndarray] | None
+    start: int = field(kw_only=True)
+    stop: int = field(kw_only=True)
+    extras: dict[str, np.ndarray] | None = field(kw_only=True)
 
 
 def _event_count(h5: h5py.File, path: str | os.PathLike) -> int:
@@ -256,8 +251,8 @@ def iter_event_chunks(
             stop = min(start + chunk_size, n_events)
             arrays = {k: ds[start:stop] for k, ds in datasets.items()}
             extras = {k: extra_ds[k][start:stop] for k in EXTRA_PATHS} if use_extra else None
-            yield JetChunk(start, stop, arrays["pt"], arrays["eta"], arrays["phi"], arrays["mass"],
-                           arrays["btag"], arrays[MASK].astype(bool), extras)  # fmt: skip
+            yield JetChunk(arrays["pt"], arrays["eta"], arrays["phi"], arrays["mass"], arrays["btag"],
+                           arrays[MASK].astype(bool), start=start, stop=stop, extras=extras)  # fmt: skip
 
 
 def read_pairing(path: str | os.PathLike, start: int = 0, stop: int | None = None) -> np.ndarray:

@@ -13,8 +13,8 @@ pythia8mc = pytest.importorskip(
 )
 fastjet = pytest.importorskip("fastjet", reason="needs the [pythia] extra: pip install '.[pythia]' (fastjet)")
 
+from spanet2.events.jets import JetEvents  # noqa: E402
 from spanet2.generate.background import generate_background_partons  # noqa: E402
-from spanet2.generate.jets import JetEvents  # noqa: E402
 from spanet2.generate.pythia_backend import (  # noqa: E402
     PythiaError,
     PythiaSettings,

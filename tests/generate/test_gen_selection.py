@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from spanet2.events.jets import JetEvents
 from spanet2.generate import selection
-from spanet2.generate.jets import JetEvents
 from spanet2.generate.partons import PartonEvents
 from spanet2.generate.selection import finalize_events, four_tag_mask, match_jets_to_quarks
 from spanet2.physics.kinematics import ptetaphim_to_p4
