@@ -62,7 +62,7 @@ def register(subparsers) -> None:
 
 def _convert_delphes(args: argparse.Namespace) -> int:
     from spanet2.errors import InputError
-    from spanet2.events.delphes import convert_delphes, count_events
+    from spanet2.generate.delphes import convert_delphes, count_events
     from spanet2.generate.writer import parse_kappa_list
 
     if args.step_size < 1:

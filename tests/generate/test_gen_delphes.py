@@ -11,7 +11,7 @@ import pytest
 import uproot
 
 from spanet2.errors import DataError, InputError
-from spanet2.events.delphes import (
+from spanet2.generate.delphes import (
     REQUIRED_BRANCHES,
     convert_delphes,
     count_events,

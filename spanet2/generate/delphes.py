@@ -9,8 +9,8 @@ with uproot's default field naming (``Jet_PT``).
 Truth: the b quarks whose mother is a Higgs boson (|PID| = 5, PID[M1] = 25); an event with exactly two
 Higgs → b b̄ decays is signal, ordered [h1 b, h1 b̄, h2 b, h2 b̄] with h1 the higher-pT Higgs. Jets are then
 matched, selected (four b-tags with pT > 40 GeV, |η| < 2.5) and written with the generator's own
-``finalize_events``, so Delphes files and generated files share one layout (imported inside the functions:
-the one place where ``events`` reaches up into ``generate``, to keep a single selection). Leptons: the
+``finalize_events``, so Delphes files and generated files share one layout (this reader sits beside the
+other event sources in ``generate`` for that reason). Leptons: the
 Delphes electrons / muons (already isolated by the card) with pT > 10 GeV are counted; b-tag = bit 0 of
 ``Jet.BTag``; truth flavour from ``Jet.Flavor``.
 
@@ -22,6 +22,7 @@ per event (Σ over the written events = σ × selection efficiency) when a cross
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -32,8 +33,13 @@ from typing import Any
 import numpy as np
 
 from spanet2.errors import DataError, InputError
+from spanet2.events.hdf5 import HDF5Writer
 from spanet2.events.jets import JetEvents
 from spanet2.events.layout import KAPPA_TERMS_PATH, TRUTH_PROCESS_PATH
+from spanet2.generate.partons import PartonEvents
+from spanet2.generate.selection import finalize_events  # the generator's selection, shared on purpose
+from spanet2.physics.kinematics import ptetaphim_to_p4
+from spanet2.provenance import provenance
 
 __all__ = [
     "DELPHES_TREE",
@@ -278,8 +284,6 @@ def iter_delphes(
 
 
 def _to_p4(ptetaphim: np.ndarray) -> np.ndarray:
-    from spanet2.physics.kinematics import ptetaphim_to_p4
-
     return ptetaphim_to_p4(ptetaphim[..., 0], ptetaphim[..., 1], ptetaphim[..., 2], ptetaphim[..., 3])
 
 
@@ -302,8 +306,6 @@ def _select_chunk(
     rng: np.random.Generator,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Truth-match and select one chunk with the generator's finalize_events; (HDF5 dict, (N,) signal flags)."""
-    from spanet2.generate.partons import PartonEvents
-    from spanet2.generate.selection import finalize_events  # the generator's selection, shared on purpose
 
     n = len(chunk)
     signal = {"auto": chunk.is_signal, "signal": np.ones(n, bool), "background": np.zeros(n, bool)}[process]
@@ -357,8 +359,6 @@ def convert_delphes(
     as TRUTH/kappa). process: "auto" (signal = two Higgs → b b̄ decays found), "signal" (events without
     them stay in, unmatched) or "background" (no truth matching). Weights: module docstring.
     """
-    from spanet2.events.hdf5 import HDF5Writer
-    from spanet2.provenance import provenance
 
     if process not in ("auto", "signal", "background"):
         raise InputError("--process", None, f"expected auto, signal or background, got {process!r}")
@@ -402,18 +402,13 @@ def convert_delphes(
         attrs["sqrt_s_tev"] = float(sqrt_s_tev)
     n_signal = n_selected = 0
     appended = False
+    select = functools.partial(
+        _select_chunk, process=process, kappa_list=kappa_list, kappa=kappa, weight=per_event,
+        sqrt_s_tev=sqrt_s_tev, max_jets=max_jets, rng=rng,
+    )  # fmt: skip
     with HDF5Writer(output_path, attrs=attrs) as writer:
         for chunk in iter_delphes(input_path, tree=tree, step_size=step_size):
-            events, signal = _select_chunk(
-                chunk,
-                process=process,
-                kappa_list=kappa_list,
-                kappa=kappa,
-                weight=per_event,
-                sqrt_s_tev=sqrt_s_tev,
-                max_jets=max_jets,
-                rng=rng,
-            )
+            events, signal = select(chunk)
             writer.append(events)
             appended = True
             n_signal += int(signal.sum())
@@ -421,16 +416,7 @@ def convert_delphes(
             if progress:
                 progress(len(chunk))
         if not appended:  # an empty tree: still write every dataset (0 rows)
-            events, _ = _select_chunk(
-                _empty_chunk(),
-                process=process,
-                kappa_list=kappa_list,
-                kappa=kappa,
-                weight=per_event,
-                sqrt_s_tev=sqrt_s_tev,
-                max_jets=max_jets,
-                rng=rng,
-            )
+            events, _ = select(_empty_chunk())
             writer.append(events)
         if n_selected == 0:
             logger.warning("%s: no event passed the four-tag cut", input_path)
