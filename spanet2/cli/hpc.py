@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from spanet2.cli._argparse import add_ray_address, add_test_file
+from spanet2.training.kinds import kind_names
 
 __all__ = ["ORDER", "register"]
 
@@ -32,6 +33,7 @@ def _tune(args: argparse.Namespace) -> int:
     from spanet2.hpc.cluster import ray_session
     from spanet2.hpc.search_space import load_search_config, override_search_config
     from spanet2.hpc.tune import has_search_state, prepare_search, run_search, stored_search_config
+    from spanet2.training.kinds import get_kind
 
     config = override_search_config(
         load_search_config(args.config),
@@ -65,7 +67,7 @@ def _tune(args: argparse.Namespace) -> int:
     )
     if result.best_options is not None:
         print(
-            f"best options: {result.best_options}  (spanet2 {'train' if config.model == 'spanet2' else 'dnn train'}"
+            f"best options: {result.best_options}  (spanet2 {get_kind(config.model).train_command}"
             f" -of {result.best_options} ...)"
         )
     print(f"all trials: {result.trials_csv}")
@@ -154,7 +156,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("options_file", help="options JSON (SPANet2, or DNN with --model dnn)")
     p.add_argument("-n", type=int, default=10, help="number of seeds (default 10)")
-    p.add_argument("--model", choices=("spanet2", "dnn"), default="spanet2")
+    p.add_argument("--model", choices=kind_names(), default="spanet2")
     p.add_argument(
         "-l", "--log_dir", default="runs/repeat", help="runs go to LOG_DIR/NAME/seed_<s>/version_0"
     )

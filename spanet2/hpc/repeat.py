@@ -15,6 +15,7 @@ import numpy as np
 from spanet2.atomic import atomic_path, check_writable
 from spanet2.errors import ConfigError, DataError, InputError
 from spanet2.provenance import provenance
+from spanet2.training.kinds import get_kind
 
 __all__ = ["RepeatResult", "format_repeat_summary", "run_repeats", "summarize_runs", "train_and_evaluate"]
 
@@ -55,34 +56,19 @@ def train_and_evaluate(
 ) -> dict[str, Any]:
     """One repeat: the SAME training function as `spanet2 train` / `spanet2 dnn train`, then the `test`
     numbers on `testing_file`. Writes `<log_dir>/<name>/evaluation.json` and returns its content."""
-    if model == "spanet2":
-        from spanet2.training.trainer import evaluate, train
-
-        trained = train(
-            options,
-            log_dir=log_dir,
-            name=name,
-            event_file=event_file,
-            training_file=training_file,
-            validation_file=validation_file,
-            seed=seed,
-            progress=False,
-        )
-        numbers = evaluate(trained.run_dir, testing_file)
-    else:
-        from spanet2.training.dnn import evaluate_dnn, train_dnn
-
-        trained = train_dnn(
-            options,
-            log_dir=log_dir,
-            name=name,
-            training_file=training_file,
-            validation_file=validation_file,
-            pairing=pairing,
-            seed=seed,
-            progress=False,
-        )
-        numbers = evaluate_dnn(trained.run_dir, testing_file, pairing=pairing)
+    kind = get_kind(model)
+    trained = kind.train(
+        options,
+        log_dir=log_dir,
+        name=name,
+        event_file=event_file,
+        training_file=training_file,
+        validation_file=validation_file,
+        pairing=pairing,
+        seed=seed,
+        progress=False,
+    )
+    numbers = kind.evaluate(trained.run_dir, testing_file, pairing=pairing)
     from spanet2.hpc.cluster import node_identity
 
     record = {
@@ -162,16 +148,9 @@ def format_repeat_summary(result: RepeatResult) -> str:
 
 
 def _load_options(model: str, path: str | os.PathLike, epochs: int | None, gpus_per_run: float) -> Any:
-    if model == "spanet2":
-        from spanet2.training.options import load_options
-
-        options = load_options(path)
-        changes: dict[str, Any] = {"num_gpu": 1 if gpus_per_run > 0 else 0}
-    else:
-        from spanet2.training.dnn import load_dnn_options
-
-        options = load_dnn_options(path)
-        changes = {}
+    kind = get_kind(model)
+    options = kind.load_options(path)
+    changes: dict[str, Any] = {kind.gpu_option: 1 if gpus_per_run > 0 else 0} if kind.gpu_option else {}
     if epochs is not None:
         if epochs < 1:
             raise InputError("--epochs", None, f"must be >= 1, got {epochs}")
@@ -219,14 +198,13 @@ def run_repeats(
         raise InputError("-n", None, f"the number of seeds must be >= 1, got {n}")
     if task_index is not None and not 0 <= task_index < n:
         raise InputError("--task-index", None, f"must lie in 0..{n - 1} (n = {n}), got {task_index}")
-    if model not in ("spanet2", "dnn"):
-        raise InputError("--model", None, f"expected spanet2 or dnn, got {model!r}")
+    kind = get_kind(model)
     if cpus_per_run < 0 or gpus_per_run < 0 or (cpus_per_run == 0 and gpus_per_run == 0):
         raise InputError("--cpus-per-run", None, "need cpus >= 0, gpus >= 0, not both 0")
     options = _load_options(model, options_file, epochs, gpus_per_run)
     event_file = (
         _existing(event_file or getattr(options, "event_info_file", None), "event_info_file", options_file)
-        if model == "spanet2"
+        if kind.uses_event_file
         else None
     )
     training_file = _existing(

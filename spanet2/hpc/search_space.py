@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from spanet2.errors import ConfigError
+from spanet2.training.kinds import get_kind, kind_names
 
 __all__ = [
     "MODELS",
@@ -29,7 +30,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MODELS = ("spanet2", "dnn")
+MODELS = kind_names()  # the model-kind registry (spanet2.training.kinds)
 
 
 @dataclass(frozen=True)
@@ -140,22 +141,16 @@ class SearchConfig:
         }
         if self.points_to_evaluate:
             out["points_to_evaluate"] = [dict(p) for p in self.points_to_evaluate]
-        if self.model != "dnn":
+        if get_kind(self.model).pairs_jets:
             del out["pairing"]
         return out
 
 
 def option_names(model: str) -> frozenset[str]:
     """The option keys a search may set for `model` (SPANet2 `Options` fields, or the DNN's options)."""
-    if model == "spanet2":
-        from spanet2.training.options import Options
-
-        return frozenset(f.name for f in dataclasses.fields(Options))
-    if model == "dnn":
-        from spanet2.training import dnn
-
-        return frozenset(f.name for f in dataclasses.fields(dnn.DNNOptions))
-    raise ValueError(model)
+    if model not in MODELS:
+        raise ValueError(model)
+    return get_kind(model).option_names()
 
 
 def objective_for(name: str, *, file: object | None = None) -> Objective:
@@ -260,6 +255,7 @@ def load_search_config(path: str | os.PathLike, *, validate_keys: bool = True) -
     model = raw.get("model", "spanet2")
     if model not in MODELS:
         raise ConfigError(path, "model", f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
+    kind = get_kind(model)
     space_raw = raw.get("space")
     if not isinstance(space_raw, dict) or not space_raw:
         raise ConfigError(path, "space", "expected a non-empty mapping of option name -> distribution")
@@ -283,12 +279,12 @@ def load_search_config(path: str | os.PathLike, *, validate_keys: bool = True) -
         raise ConfigError(path, f"overrides.{both[0]}", "is also searched in `space`; set it in one place")
 
     objective = objective_for(raw.get("objective", "val_loss"), file=path)
-    if model == "dnn" and objective.name == "val_pairing_efficiency":
+    if not kind.pairs_jets and objective.name == "val_pairing_efficiency":
         raise ConfigError(path, "objective", "the DNN does not pair jets; use val_loss or val_auc")
     pairing = raw.get("pairing", "min-dr")
     if not isinstance(pairing, str) or not pairing:
         raise ConfigError(path, "pairing", f"expected 'min-dr' or a predictions HDF5 path, found {pairing!r}")
-    if model != "dnn" and "pairing" in raw:
+    if kind.pairs_jets and "pairing" in raw:
         raise ConfigError(path, "pairing", "only the dnn model takes a pairing")
     resources = raw.get("resources_per_trial") or {}
     if not isinstance(resources, dict) or set(resources) - {"cpu", "gpu", "workers"}:
@@ -320,8 +316,9 @@ def load_search_config(path: str | os.PathLike, *, validate_keys: bool = True) -
     engine = raw.get("engine")
     if engine is not None and engine not in ("single", "ddp", "deepspeed"):
         raise ConfigError(path, "engine", f"expected single, ddp or deepspeed, found {engine!r}")
-    if workers > 1 and model != "spanet2":
-        raise ConfigError(path, "resources_per_trial.workers", "several workers per trial need model spanet2")
+    if workers > 1 and not kind.multi_worker:
+        multi = " or ".join(k for k in MODELS if get_kind(k).multi_worker)
+        raise ConfigError(path, "resources_per_trial.workers", f"several workers per trial need model {multi}")
     if workers > 1 and engine not in ("ddp", "deepspeed"):
         raise ConfigError(
             path, "engine", f"{workers} workers per trial need engine ddp or deepspeed, found {engine!r}"
@@ -429,7 +426,7 @@ def override_search_config(config: SearchConfig, **changes: Any) -> SearchConfig
                 )
     if "objective" in values:
         values["objective"] = objective_for(values["objective"], file="--objective")
-        if config.model == "dnn" and values["objective"].name == "val_pairing_efficiency":
+        if not get_kind(config.model).pairs_jets and values["objective"].name == "val_pairing_efficiency":
             raise InputError("--objective", None, "the DNN does not pair jets; use val_loss or val_auc")
     if "epochs" in values:
         values["grace_period"] = min(config.grace_period, values["epochs"])

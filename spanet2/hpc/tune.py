@@ -20,6 +20,7 @@ from spanet2.atomic import atomic_path, check_writable
 from spanet2.errors import ConfigError, DataError, InputError
 from spanet2.hpc.search_space import SearchConfig, optuna_space
 from spanet2.provenance import write_provenance
+from spanet2.training.kinds import get_kind
 
 __all__ = [
     "SearchResult",
@@ -81,9 +82,10 @@ class SearchResult:
 # --------------------------------------------------------------------------------------------- trial side
 def _trial_options(spec: TrialSpec, params: dict[str, Any]) -> Any:
     changes = {**spec.overrides, **params, "epochs": spec.epochs}
-    if spec.model == "spanet2":
+    gpu_option = get_kind(spec.model).gpu_option
+    if gpu_option:
         # Ray accounts for GPUs; the trainer uses one only when the trial was given one.
-        changes["num_gpu"] = 1 if spec.gpus_per_worker > 0 else 0
+        changes[gpu_option] = 1 if spec.gpus_per_worker > 0 else 0
     return spec.base_options.replace(**changes)
 
 
@@ -131,31 +133,16 @@ def train_trial(
             )
         report(values)
 
-    if spec.model == "spanet2":
-        from spanet2.training.trainer import train
-
-        return train(
-            options,
-            log_dir=spec.trials_dir,
-            name=trial_id,
-            event_file=spec.event_file,
-            training_file=spec.training_file,
-            validation_file=spec.validation_file,
-            seed=spec.seed,
-            engine=spec.engine,
-            epoch_callback=epoch_callback,
-            progress=False,
-        )
-    from spanet2.training.dnn import train_dnn
-
-    return train_dnn(
+    return get_kind(spec.model).train(
         options,
         log_dir=spec.trials_dir,
         name=trial_id,
+        event_file=spec.event_file,
         training_file=spec.training_file,
         validation_file=spec.validation_file,
         pairing=spec.pairing,
         seed=spec.seed,
+        engine=spec.engine,
         epoch_callback=epoch_callback,
         progress=False,
     )
@@ -336,13 +323,8 @@ def _resolve(path: str | None, key: str, config_path: str | None, *, must_exist:
 
 
 def _load_base_options(config: SearchConfig) -> Any:
-    if config.model == "spanet2":
-        from spanet2.training.options import Options, load_options
-
-        return load_options(config.options_file) if config.options_file else Options()
-    from spanet2.training import dnn
-
-    return dnn.load_dnn_options(config.options_file) if config.options_file else dnn.DNNOptions()
+    kind = get_kind(config.model)
+    return kind.load_options(config.options_file) if config.options_file else kind.default_options()
 
 
 def stored_search_config(output_dir: str | os.PathLike, *, given: SearchConfig | None = None) -> SearchConfig:
@@ -418,7 +400,7 @@ def prepare_search(config: SearchConfig, output_dir: str | os.PathLike, *, resum
         base_options=base,
         overrides=dict(config.overrides),
         epochs=config.epochs,
-        event_file=_resolve(event_file, "event_file", config.path) if config.model == "spanet2" else None,
+        event_file=_resolve(event_file, "event_file", config.path) if get_kind(config.model).uses_event_file else None,
         training_file=_resolve(training_file, "training_file", config.path),
         validation_file=_resolve(validation_file, "validation_file", config.path),
         pairing=config.pairing
@@ -671,11 +653,11 @@ def _write_outputs(config: SearchConfig, spec: TrialSpec, output: Path, results)
             "training_file": spec.training_file,
             "validation_file": spec.validation_file,
         }
-        if spec.model == "dnn":
+        if not get_kind(spec.model).pairs_jets:
             best["pairing"] = spec.pairing
         best_options = _best_options(spec, params)
         best_path = output / "best_options.json"
-        _save_best(spec.model, best_options, best_path)
+        get_kind(spec.model).save_options(best_options, best_path)
         with atomic_path(output / "best_trial.json") as tmp:
             tmp.write_text(json.dumps(best, indent=2, sort_keys=True, default=str) + "\n")
     return SearchResult(
@@ -695,24 +677,13 @@ def _write_outputs(config: SearchConfig, spec: TrialSpec, output: Path, results)
 def _best_options(spec: TrialSpec, params: dict[str, Any]) -> Any:
     """The base options with the best parameters, the data files of the search, and the full epoch count."""
     changes: dict[str, Any] = {**spec.overrides, **params, "seed": spec.seed}
-    if spec.model == "spanet2":
+    if get_kind(spec.model).uses_event_file:
         if spec.event_file:
             changes["event_info_file"] = spec.event_file
         changes["training_file"] = spec.training_file or ""
         changes["validation_file"] = spec.validation_file or ""
     # The DNN options hold no file names: `spanet2 dnn train -of BEST -tf FILE --pairing P` (see best_trial.json).
     return spec.base_options.replace(**changes)
-
-
-def _save_best(model: str, options: Any, path: Path) -> None:
-    if model == "spanet2":
-        from spanet2.training.options import save_options
-
-        save_options(options, path)
-    else:
-        from spanet2.training.dnn import save_dnn_options
-
-        save_dnn_options(options, path)
 
 
 def _fmt(value: Any) -> str:
