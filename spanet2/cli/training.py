@@ -250,7 +250,7 @@ def _testing_file(args: argparse.Namespace) -> str:
 
 
 def run_test(args: argparse.Namespace) -> int:
-    from spanet2.training.trainer import evaluate, format_evaluation
+    from spanet2.training.evaluation import evaluate, format_evaluation
 
     result = evaluate(
         args.log_directory,

@@ -73,7 +73,7 @@ class ExportedNetwork(nn.Module):
 
 def onnx_metadata(loaded) -> dict[str, str]:
     """What a user outside the framework needs: input/feature order, particles, symmetry, heads, padding."""
-    from spanet2.training.trainer import symmetric_daughters
+    from spanet2.training.inference import symmetric_daughters
 
     topology = loaded.topology
     features = {
@@ -117,7 +117,7 @@ def export_onnx(
     """
     import onnx
 
-    from spanet2.training.trainer import load_run
+    from spanet2.training.inference import load_run
 
     loaded = load_run(run_dir)
     wrapper = ExportedNetwork(loaded.model.cpu()).eval()

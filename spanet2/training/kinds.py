@@ -93,7 +93,7 @@ def _spanet2_train(options: Any, *, pairing: str = "min-dr", **kwargs: Any) -> A
 
 
 def _spanet2_evaluate(run_dir: PathLike, test_file: PathLike, *, pairing: str = "min-dr") -> dict[str, Any]:
-    from spanet2.training.trainer import evaluate
+    from spanet2.training.evaluation import evaluate
 
     del pairing
     return evaluate(run_dir, test_file)

@@ -72,7 +72,7 @@ def predict(
     with `output_vectors`: `EMBEDDINGS/EVENT (N, D)`, `EMBEDDINGS/<p>/PARTICLE (N, D)`.
     Returns {"n_events", "output_file"}.
     """
-    from spanet2.training.trainer import load_run, predict_arrays
+    from spanet2.training.inference import load_run, predict_arrays
 
     if chunk_size < 1:
         raise InputError("--chunk_size", None, f"expected a positive integer, got {chunk_size}")

@@ -1,4 +1,4 @@
-"""Train SPANet2 (single process, DDP or DeepSpeed) into a log directory; evaluate a run on a test file."""
+"""Train SPANet2 (single process, DDP or DeepSpeed) into a log directory; inference.py loads a run, evaluation.py tests it."""
 
 from __future__ import annotations
 
@@ -21,7 +21,15 @@ from spanet2.events.topology import EventTopology, load_topology
 from spanet2.provenance import write_provenance
 from spanet2.training import logdir
 from spanet2.training.engines import Engine, make_engine
-from spanet2.training.options import Options, load_options, save_options
+from spanet2.training.evaluation import evaluate, finite_or_none, format_evaluation, table_row
+from spanet2.training.inference import (
+    LoadedRun,
+    decode_with_probability,
+    load_run,
+    predict_arrays,
+    symmetric_daughters,
+)
+from spanet2.training.options import Options, save_options
 
 __all__ = [
     "TrainResult",
@@ -480,9 +488,9 @@ def _val_metrics(
         pred = arrays["assignment"].reshape(len(arrays["assignment"]), -1)  # (N, 2P)
         target = truth["targets"].reshape(len(truth["targets"]), -1)  # (N, 2P)
         table = M.assignment_table(pred, target, truth["n_jets"])
-        total = _table_row(table, "Total")
-        out["val_pairing_efficiency"] = _finite(total.get("event_efficiency"))
-        out["val_higgs_efficiency"] = _finite(total.get("higgs_efficiency"))
+        total = table_row(table, "Total")
+        out["val_pairing_efficiency"] = finite_or_none(total.get("event_efficiency"))
+        out["val_higgs_efficiency"] = finite_or_none(total.get("higgs_efficiency"))
     for key, value in arrays.items():
         if not key.startswith("class:"):
             continue
@@ -494,50 +502,10 @@ def _val_metrics(
         if value.shape[1] == 2 and valid.any():
             score = value[valid, 1]
             suffix = "" if name == "EVENT/signal" else f"_{name.replace('/', '_')}"
-            out[f"val_accuracy{suffix}"] = _finite(M.accuracy(labels[valid], score))
+            out[f"val_accuracy{suffix}"] = finite_or_none(M.accuracy(labels[valid], score))
             both = len(np.unique(labels[valid])) == 2
-            out[f"val_auc{suffix}"] = _finite(M.roc_auc(labels[valid], score)) if both else None
+            out[f"val_auc{suffix}"] = finite_or_none(M.roc_auc(labels[valid], score)) if both else None
     return out
-
-
-def _table_row(table, row: str) -> dict[str, float]:
-    """One row of a metrics.AssignmentTable as a plain dict (NaN → None)."""
-    return {k: (_finite(v) if k != "n_events" else int(v)) for k, v in table.as_dict()[row].items()}
-
-
-def decode_with_probability(log_probs, symmetric: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Greedy decoding (decoding.greedy_decode) plus the chosen pair's probability.
-
-    log_probs: P tensors (B, J, J). Returns (assignment (B, P, 2) int64, −1 = none; probability (B, P)
-    float32 = P(cell i, j) (+ P(j, i) for symmetric daughters: the unordered pair), 0 where unassigned).
-    """
-    from spanet2.training.decoding import greedy_decode
-
-    decoded = greedy_decode(log_probs, symmetric)
-    assignment = decoded[0] if isinstance(decoded, tuple) else decoded  # (B, P, 2)
-    stacked = torch.stack([lp.float() for lp in log_probs], dim=1)  # (B, P, J, J)
-    i, j = assignment[..., 0], assignment[..., 1]  # (B, P)
-    found = (i >= 0) & (j >= 0)
-    i, j = i.clamp_min(0), j.clamp_min(0)
-    flat = stacked.flatten(2)  # (B, P, J·J)
-    n_jets = stacked.shape[-1]
-    forward = flat.gather(2, (i * n_jets + j).unsqueeze(-1)).squeeze(-1).exp()  # (B, P)
-    backward = flat.gather(2, (j * n_jets + i).unsqueeze(-1)).squeeze(-1).exp()  # (B, P)
-    sym = torch.tensor(symmetric, dtype=torch.bool, device=stacked.device)
-    probability = forward + torch.where(sym & (i != j), backward, torch.zeros_like(backward))
-    return assignment, torch.where(found, probability, torch.zeros_like(probability))
-
-
-def symmetric_daughters(topology: EventTopology) -> list[bool]:
-    """Per particle (topology order): are its daughters interchangeable (a daughter permutation group > 1)?"""
-    return [len(topology.daughter_permutation_group(p)) > 1 for p in topology.particle_names]
-
-
-def _finite(value) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def _short(record: dict) -> str:
@@ -577,156 +545,3 @@ class _progress:
         if self._bar is not None:
             self._bar.stop()
         return False
-
-
-# -------------------------------------------------------------------------------------- evaluation
-@dataclass
-class LoadedRun:
-    """A trained network rebuilt from its run directory: model (eval mode), options, topology, normalization."""
-
-    run: logdir.RunDir
-    model: torch.nn.Module
-    options: Options
-    topology: EventTopology
-    normalization: Any
-    checkpoint: Path
-    device: torch.device
-
-
-def load_run(
-    run_dir: str | os.PathLike, *, gpu: bool = False, event_file: str | os.PathLike | None = None
-) -> LoadedRun:
-    """Rebuild the network of a run directory from options.json, event.yaml, normalization.json and the best
-    (else last) checkpoint. Needs nothing else (not the training file)."""
-    from spanet2.training.model import SPANet2
-    from spanet2.training.normalization import load_normalization
-
-    run = logdir.open_run_dir(run_dir)
-    options = load_options(run.options)
-    topology = load_topology(event_file or run.event_file)
-    normalization = load_normalization(run.normalization)
-    ckpt_path = logdir.checkpoint_for_inference(run)
-    state = logdir.load_checkpoint(ckpt_path)
-    model = SPANet2(options, topology, normalization)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise DataError(
-            ckpt_path,
-            "model",
-            f"checkpoint does not match options.json/event.yaml: {str(exc).splitlines()[0]}",
-        ) from None
-    device = torch.device("cuda" if gpu and torch.cuda.is_available() else "cpu")
-    if gpu and device.type == "cpu":
-        logger.warning("--gpu given but CUDA is not available: running on the CPU")
-    model.to(device).eval()
-    return LoadedRun(run, model, options, topology, normalization, ckpt_path, device)
-
-
-def predict_arrays(loaded: LoadedRun, batch: dict, *, output_vectors: bool = False) -> dict[str, np.ndarray]:
-    """Run the network + greedy decoding on one batch (CPU tensors) → numpy arrays:
-    assignment (B, P, 2), assignment_probability (B, P), detection_probability (B, P),
-    class:<name> (B, C) softmax; with vectors: event_vector (B, D), particle_vectors (B, P, D)."""
-
-    def move(obj):
-        if isinstance(obj, torch.Tensor):
-            return obj.to(loaded.device)
-        if isinstance(obj, dict):
-            return {k: move(v) for k, v in obj.items()}
-        return obj
-
-    with torch.no_grad():
-        outputs = loaded.model(move(batch))
-        assignment, probability = decode_with_probability(
-            outputs.assignment_log_probs, symmetric_daughters(loaded.topology)
-        )
-        out = {
-            "assignment": assignment.cpu().numpy(),
-            "assignment_probability": probability.cpu().numpy(),
-            "detection_probability": torch.sigmoid(outputs.detection_logits.float()).cpu().numpy(),
-        }
-        for name, logits in outputs.classification_logits.items():
-            out[f"class:{name}"] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-        if output_vectors:
-            out["event_vector"] = outputs.event_vector.float().cpu().numpy()
-            out["particle_vectors"] = outputs.particle_vectors.float().cpu().numpy()
-    return out
-
-
-def evaluate(
-    run_dir: str | os.PathLike,
-    test_file: str | os.PathLike,
-    *,
-    gpu: bool = False,
-    batch_size: int | None = None,
-    event_file: str | os.PathLike | None = None,
-    chunk_size: int = 65536,
-) -> dict[str, Any]:
-    """The `test` command's numbers for a run directory on a test file (the training file is not needed).
-
-    Returns {"n_events", "assignment_table" {row: {event_fraction, event_efficiency, higgs_efficiency}},
-    "accuracy", "auc", "pairing_efficiency_by_kappa" {κλ: eff}, "checkpoint", "test_file"}.
-    """
-    from spanet2.training import metrics as M
-    from spanet2.training.dataset import iter_test_batches
-
-    loaded = load_run(run_dir, gpu=gpu, event_file=event_file)
-    batch_size = batch_size or loaded.options.batch_size
-    preds, targets, n_jets, labels, scores, kappas = [], [], [], [], [], []
-    for batch, truth in iter_test_batches(
-        test_file, loaded.topology, loaded.normalization, batch_size=batch_size, chunk_size=chunk_size
-    ):
-        out = predict_arrays(loaded, batch)
-        preds.append(out["assignment"].reshape(len(out["assignment"]), -1))  # (B, 2P)
-        targets.append(truth["targets"].reshape(len(truth["targets"]), -1))  # (B, 2P)
-        n_jets.append(truth["n_jets"])
-        if "class:EVENT/signal" in out and "EVENT/signal" in truth.get("classifications", {}):
-            labels.append(truth["classifications"]["EVENT/signal"])
-            scores.append(
-                out["class:EVENT/signal"][:, 1]
-                if out["class:EVENT/signal"].shape[1] > 1
-                else out["class:EVENT/signal"][:, 0]
-            )
-        if truth.get("kappa") is not None:
-            kappas.append(truth["kappa"])
-    if not preds:
-        raise DataError(test_file, None, "no events in the test file")
-    pred, target, jets = np.concatenate(preds), np.concatenate(targets), np.concatenate(n_jets)
-    table = M.assignment_table(pred, target, jets)
-    result: dict[str, Any] = {
-        "test_file": str(test_file),
-        "checkpoint": str(loaded.checkpoint),
-        "n_events": int(len(pred)),
-        "assignment_table": {row: _table_row(table, row) for row in ("=4", "=5", ">=6", "Total")},
-        "assignment_table_markdown": M.format_assignment_table(table),
-    }
-    if labels:
-        y, s = np.concatenate(labels), np.concatenate(scores)
-        valid = y >= 0
-        result["accuracy"] = _finite(M.accuracy(y[valid], s[valid]))
-        result["auc"] = _finite(M.roc_auc(y[valid], s[valid])) if len(np.unique(y[valid])) == 2 else None
-    if kappas:
-        kappa = np.concatenate(kappas)
-        by_kappa = M.pairing_efficiency_by_kappa(pred, target, kappa)
-        result["pairing_efficiency_by_kappa"] = {f"{float(k):g}": _finite(v) for k, v in by_kappa.items()}
-    return result
-
-
-def format_evaluation(result: dict[str, Any]) -> str:
-    """Markdown: the assignment table, ACC/AUC and the pairing efficiency per κλ."""
-    lines = [
-        f"# {result['test_file']} ({result['n_events']} events; {result['checkpoint']})",
-        "",
-        result["assignment_table_markdown"].rstrip(),
-        "",
-    ]
-    if "accuracy" in result:
-        acc, auc = result["accuracy"], result.get("auc")
-        lines.append(f"ACC = {acc:.4f}" if acc is not None else "ACC = n/a")
-        lines.append(f"AUC = {auc:.4f}" if auc is not None else "AUC = n/a (one class only)")
-        lines.append("")
-    if result.get("pairing_efficiency_by_kappa"):
-        lines += ["| kappa_lambda | pairing efficiency |", "|---:|---:|"]
-        for kappa, eff in result["pairing_efficiency_by_kappa"].items():
-            lines.append(f"| {kappa} | {eff:.4f} |" if eff is not None else f"| {kappa} | n/a |")
-    return "\n".join(lines) + "\n"
