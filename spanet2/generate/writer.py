@@ -450,11 +450,16 @@ def _partial_dir(output: Path, is_dir: bool) -> Path:
     return output / ".partial" if is_dir else output.parent / f".{output.name}.partial"
 
 
-def _combine(samples: Sequence[SampleResult], divide: int) -> dict[str, np.ndarray]:
-    merged = {k: np.concatenate([s.events[k] for s in samples]) for k in samples[0].events}
+def _merge(parts: Sequence[dict[str, np.ndarray]], divide: int) -> dict[str, np.ndarray]:
+    """Concatenate event dicts; weights and κλ terms divided by `divide` (the number of samples averaged)."""
+    merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     merged[WEIGHT_PATH] = merged[WEIGHT_PATH] / divide
     merged[KAPPA_TERMS_PATH] = merged[KAPPA_TERMS_PATH] / divide
     return merged
+
+
+def _combine(samples: Sequence[SampleResult], divide: int) -> dict[str, np.ndarray]:
+    return _merge([s.events for s in samples], divide)
 
 
 def _take(events: dict[str, np.ndarray], idx: np.ndarray, weight_scale: float = 1.0) -> dict[str, np.ndarray]:
@@ -499,6 +504,26 @@ def _write(path: Path, events: dict[str, np.ndarray], attrs: dict) -> None:
     )
 
 
+def _generate_file(
+    output: Path,
+    options: dict[str, Any],
+    total: int,
+    show_progress: bool,
+    produce: Callable[[_Progress, Path], list[SampleResult]],
+) -> dict[str, Any]:
+    """The one body of `generate signal` and `generate background`: produce the samples (resumable from the
+    partial folder beside `output`), merge them with each sample's weights divided by their number, write
+    the file and its root attributes; return those attributes."""
+    partial = _partial_dir(output, is_dir=False)
+    with _Progress(total, options["command"], show_progress) as bar:
+        samples = produce(bar, partial)
+    events = _combine(samples, len(samples))
+    attrs = _attrs(options, samples, events)
+    _write(output, events, attrs)
+    shutil.rmtree(partial, ignore_errors=True)
+    return attrs
+
+
 def generate_signal_file(
     output: str | os.PathLike,
     *,
@@ -529,24 +554,16 @@ def generate_signal_file(
         "shower": shower,
         "max_jets": max_jets,
     }
-    partial = _partial_dir(Path(output), is_dir=False)
-    with _Progress(events_per_kappa * len(kappas), "signal", show_progress) as bar:
-        samples = _signal_samples(
-            kappas,
-            events_per_kappa,
-            sqrt_s_tev=sqrt_s_tev,
-            seed=seed,
-            shower=shower,
-            workers=workers,
-            max_jets=max_jets,
-            bar=bar,
-            cache_dir=partial,
-        )
-    events = _combine(samples, len(kappas))
-    attrs = _attrs(options, samples, events)
-    _write(Path(output), events, attrs)
-    shutil.rmtree(partial, ignore_errors=True)
-    return attrs
+    return _generate_file(
+        Path(output),
+        options,
+        events_per_kappa * len(kappas),
+        show_progress,
+        lambda bar, partial: _signal_samples(
+            kappas, events_per_kappa, sqrt_s_tev=sqrt_s_tev, seed=seed, shower=shower, workers=workers,
+            max_jets=max_jets, bar=bar, cache_dir=partial,
+        ),
+    )  # fmt: skip
 
 
 def generate_background_file(
@@ -576,23 +593,18 @@ def generate_background_file(
         "shower": shower,
         "max_jets": max_jets,
     }
-    partial = _partial_dir(Path(output), is_dir=False)
-    with _Progress(n_events, "background", show_progress) as bar:
-        sample = _background_sample(
-            n_events,
-            kappa_inputs=kappa_inputs,
-            sqrt_s_tev=sqrt_s_tev,
-            seed=seed,
-            shower=shower,
-            workers=workers,
-            max_jets=max_jets,
-            bar=bar,
-            cache_dir=partial,
-        )
-    attrs = _attrs(options, [sample], sample.events)
-    _write(Path(output), sample.events, attrs)
-    shutil.rmtree(partial, ignore_errors=True)
-    return attrs
+    return _generate_file(
+        Path(output),
+        options,
+        n_events,
+        show_progress,
+        lambda bar, partial: [
+            _background_sample(
+                n_events, kappa_inputs=kappa_inputs, sqrt_s_tev=sqrt_s_tev, seed=seed, shower=shower,
+                workers=workers, max_jets=max_jets, bar=bar, cache_dir=partial,
+            )
+        ],
+    )  # fmt: skip
 
 
 def generate_sets(
@@ -680,13 +692,7 @@ def generate_sets(
     sig_train, sig_test = zip(*(split(s) for s in signal), strict=True)
     k = len(kappas)
 
-    def stack(parts: Sequence[dict], divide: int) -> dict:
-        merged = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-        merged[WEIGHT_PATH] = merged[WEIGHT_PATH] / divide
-        merged[KAPPA_TERMS_PATH] = merged[KAPPA_TERMS_PATH] / divide
-        return merged
-
-    files = {"assignment_train.h5": stack(sig_train, k), "assignment_test.h5": stack(sig_test, k)}
+    files = {"assignment_train.h5": _merge(sig_train, k), "assignment_test.h5": _merge(sig_test, k)}
     bkg_train, bkg_test = split(background) if background is not None else (None, None)
     for name, sig, bkg in (
         ("classification_train.h5", files["assignment_train.h5"], bkg_train),
