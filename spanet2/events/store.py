@@ -107,6 +107,9 @@ class EventStoreWriter:
         self._buffers: dict[str, dict[str, np.ndarray]] = {}
         self._buffered_rows: dict[str, int] = {}
         self._arrays: dict[str, dict[str, Any]] = {}
+        #: Per sample: events appended and their Σ weight (fb) through `append_by_label`.
+        self.n_events: dict[str, int] = {}
+        self.sum_weight: dict[str, float] = {}
         self._ctx = atomic_path(self.path, is_dir=True)
         self._tmp = self._ctx.__enter__()
         self._root = zarr.open_group(zarr.storage.LocalStore(self._tmp), mode="w", zarr_format=3)
@@ -159,6 +162,19 @@ class EventStoreWriter:
             done += take
             if self._buffered_rows[sample] == self.chunk_size:
                 self._flush(sample)
+
+    def append_by_label(
+        self, labels: np.ndarray, columns: Mapping[str, np.ndarray], *, signal_only: tuple[str, ...] = ()
+    ) -> None:
+        """Append each row to the sample of its label (`sample_name_for_label`), counting events and Σ `weight`
+        per sample in `n_events` / `sum_weight`; the columns named in `signal_only` go to the signal sample only."""
+        for value in np.unique(labels).tolist():
+            sample = sample_name_for_label(value)
+            rows = labels == value
+            part = {k: v[rows] for k, v in columns.items() if value == 1 or k not in signal_only}
+            self.append(sample, part)
+            self.n_events[sample] = self.n_events.get(sample, 0) + int(rows.sum())
+            self.sum_weight[sample] = self.sum_weight.get(sample, 0.0) + float(part["weight"].sum())
 
     def set_sample_attrs(self, sample: str, attrs: Mapping[str, Any]) -> None:
         """Attributes of one sample group (e.g. `cross_section_fb`, `kappa_values`)."""
@@ -439,8 +455,6 @@ def convert_hdf5_to_store(
             "kappa_source": KAPPA_INPUT_PATH if "kappa_input" in found else None,
             "n_jets_source": mask_name,
         }
-        counts: dict[str, int] = {}
-        weight_sums: dict[str, float] = {}
         with (
             EventStoreWriter(store_path, attrs=attrs, chunk_size=store_chunk, overwrite=overwrite) as writer,
             Progress(transient=True, disable=not progress) as bar,
@@ -465,20 +479,17 @@ def convert_hdf5_to_store(
                 else:
                     labels = np.full(stop - start, -1, dtype=np.int8)
                 cols["label"] = labels
-                for value in np.unique(labels).tolist():
-                    sample = sample_name_for_label(value)
-                    sel = labels == value
-                    writer.append(sample, {k: v[sel] for k, v in cols.items()})
-                    counts[sample] = counts.get(sample, 0) + int(sel.sum())
-                    weight_sums[sample] = weight_sums.get(sample, 0.0) + float(cols["weight"][sel].sum())
+                writer.append_by_label(labels, cols)
                 bar.update(task, advance=stop - start)
+            counts = dict(writer.n_events)
             for sample, count in counts.items():
+                weight_sum = writer.sum_weight[sample]
                 writer.set_sample_attrs(
                     sample,
                     {
                         "n_events": count,
-                        "sum_weight": weight_sums[sample],
-                        "cross_section_fb": weight_sums[sample] if weight_source != "unit" else None,
+                        "sum_weight": weight_sum,
+                        "cross_section_fb": weight_sum if weight_source != "unit" else None,
                     },
                 )
     return ConvertSummary(

@@ -292,8 +292,6 @@ def _write(
         },
         "feature_names": list(names),
     }
-    counts: dict[str, int] = {}
-    weight_sums: dict[str, float] = {}
     invalid: dict[str, int] = {m.name: 0 for m in specs}
     total = sum(s.n_events for s in sources)
     writer_kwargs = {"attrs": attrs, "overwrite": overwrite}
@@ -326,14 +324,9 @@ def _write(
                     columns[f"{spec.name}/pairing"] = ordered
                     columns[f"{spec.name}/features"] = features
                     columns[f"{spec.name}/m_hh"] = features[:, m_hh_index]
-                for value in np.unique(labels):
-                    sample = "signal" if value == 1 else "background"
-                    rows = labels == value
-                    part = {k: v[rows] for k, v in columns.items() if not (k == "kappa_terms" and value != 1)}
-                    writer.append(sample, part)
-                    counts[sample] = counts.get(sample, 0) + int(rows.sum())
-                    weight_sums[sample] = weight_sums.get(sample, 0.0) + float(part["weight"].sum())
+                writer.append_by_label(labels, columns, signal_only=("kappa_terms",))
                 bar.update(task, advance=chunk.stop - chunk.start)
+        counts, weight_sums = dict(writer.n_events), dict(writer.sum_weight)
         for sample, count in counts.items():
             writer.set_sample_attrs(sample, {"n_events": count, "sum_weight": weight_sums[sample],
                                              "cross_section_fb": weight_sums[sample], "feature_names": list(names)})  # fmt: skip
