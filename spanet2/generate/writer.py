@@ -506,14 +506,20 @@ def _write(path: Path, events: dict[str, np.ndarray], attrs: dict) -> None:
 
 def _generate_file(
     output: Path,
-    options: dict[str, Any],
+    what: dict[str, Any],
+    how: dict[str, Any],
     total: int,
     show_progress: bool,
     produce: Callable[[_Progress, Path], list[SampleResult]],
 ) -> dict[str, Any]:
-    """The one body of `generate signal` and `generate background`: produce the samples (resumable from the
-    partial folder beside `output`), merge them with each sample's weights divided by their number, write
-    the file and its root attributes; return those attributes."""
+    """The one body of `generate signal` and `generate background`: check the shower and the output, produce
+    the samples (resumable from the partial folder beside `output`), merge them with each sample's weights
+    divided by their number, write the file and its root attributes; return those attributes.
+
+    what: the command and its sample options; how: sqrt_s_tev, seed, shower, max_jets (recorded after them)."""
+    _detector(how["shower"])
+    check_writable(output)
+    options = {**what, **how}
     partial = _partial_dir(output, is_dir=False)
     with _Progress(total, options["command"], show_progress) as bar:
         samples = produce(bar, partial)
@@ -543,20 +549,10 @@ def generate_signal_file(
     kappas = parse_kappa_list(kappas)
     events_per_kappa = _check_count(events_per_kappa, "--events-per-kappa")
     sqrt_s_tev = _check_energy(sqrt_s_tev)
-    _detector(shower)
-    check_writable(output)
-    options = {
-        "command": "signal",
-        "kappas": list(kappas),
-        "events_per_kappa": events_per_kappa,
-        "sqrt_s_tev": sqrt_s_tev,
-        "seed": seed,
-        "shower": shower,
-        "max_jets": max_jets,
-    }
     return _generate_file(
         Path(output),
-        options,
+        {"command": "signal", "kappas": list(kappas), "events_per_kappa": events_per_kappa},
+        {"sqrt_s_tev": sqrt_s_tev, "seed": seed, "shower": shower, "max_jets": max_jets},
         events_per_kappa * len(kappas),
         show_progress,
         lambda bar, partial: _signal_samples(
@@ -582,20 +578,10 @@ def generate_background_file(
     kappa_inputs = parse_kappa_list(kappa_inputs, flag="--kappa-input")
     n_events = _check_count(n_events, "--events")
     sqrt_s_tev = _check_energy(sqrt_s_tev)
-    _detector(shower)
-    check_writable(output)
-    options = {
-        "command": "background",
-        "events": n_events,
-        "kappa_inputs": list(kappa_inputs),
-        "sqrt_s_tev": sqrt_s_tev,
-        "seed": seed,
-        "shower": shower,
-        "max_jets": max_jets,
-    }
     return _generate_file(
         Path(output),
-        options,
+        {"command": "background", "events": n_events, "kappa_inputs": list(kappa_inputs)},
+        {"sqrt_s_tev": sqrt_s_tev, "seed": seed, "shower": shower, "max_jets": max_jets},
         n_events,
         show_progress,
         lambda bar, partial: [
