@@ -636,31 +636,13 @@ def generate_sets(
     total = signal_per_kappa * len(kappas) + n_background
     partial = _partial_dir(out, is_dir=True)
     with _Progress(total, "sets", show_progress) as bar:
-        signal = _signal_samples(
-            kappas,
-            signal_per_kappa,
-            sqrt_s_tev=sqrt_s_tev,
-            seed=seed,
-            shower=shower,
-            workers=workers,
-            max_jets=max_jets,
-            bar=bar,
-            cache_dir=partial,
-        )
+        common = {"sqrt_s_tev": sqrt_s_tev, "seed": seed, "shower": shower, "workers": workers,
+                  "max_jets": max_jets, "bar": bar, "cache_dir": partial}  # fmt: skip
+        signal = _signal_samples(kappas, signal_per_kappa, **common)
         background = None
         if n_background:
             bar.describe("background")
-            background = _background_sample(
-                n_background,
-                kappa_inputs=kappas,
-                sqrt_s_tev=sqrt_s_tev,
-                seed=seed,
-                shower=shower,
-                workers=workers,
-                max_jets=max_jets,
-                bar=bar,
-                cache_dir=partial,
-            )
+            background = _background_sample(n_background, kappa_inputs=kappas, **common)
     split_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 99]))
 
     def split(sample: SampleResult) -> tuple[dict, dict]:
