@@ -63,7 +63,9 @@ def _imported_parts(rel: Path, source: str) -> list[tuple[int, str]]:
 
 def test_every_part_is_declared():
     parts = {_part(m) for m in _modules()}
-    assert parts <= set(ALLOWED), f"undeclared parts (add them to the layering): {sorted(parts - set(ALLOWED))}"
+    assert parts <= set(ALLOWED), (
+        f"undeclared parts (add them to the layering): {sorted(parts - set(ALLOWED))}"
+    )
 
 
 def test_imports_point_down():

@@ -39,7 +39,9 @@ class PaddedJets:
             raise ValueError(f"{kind}.pt must have shape (N, J), got {shape}")
         for name in self._PER_JET:
             if np.shape(getattr(self, name)) != shape:
-                raise ValueError(f"{kind}.{name} must have shape {shape}, got {np.shape(getattr(self, name))}")
+                raise ValueError(
+                    f"{kind}.{name} must have shape {shape}, got {np.shape(getattr(self, name))}"
+                )
         for name in self._PER_EVENT:
             if np.shape(getattr(self, name)) != shape[:1]:
                 raise ValueError(

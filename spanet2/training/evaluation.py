@@ -78,11 +78,15 @@ def evaluate(
         y, s = np.concatenate(labels), np.concatenate(scores)
         valid = y >= 0
         result["accuracy"] = finite_or_none(M.accuracy(y[valid], s[valid]))
-        result["auc"] = finite_or_none(M.roc_auc(y[valid], s[valid])) if len(np.unique(y[valid])) == 2 else None
+        result["auc"] = (
+            finite_or_none(M.roc_auc(y[valid], s[valid])) if len(np.unique(y[valid])) == 2 else None
+        )
     if kappas:
         kappa = np.concatenate(kappas)
         by_kappa = M.pairing_efficiency_by_kappa(pred, target, kappa)
-        result["pairing_efficiency_by_kappa"] = {f"{float(k):g}": finite_or_none(v) for k, v in by_kappa.items()}
+        result["pairing_efficiency_by_kappa"] = {
+            f"{float(k):g}": finite_or_none(v) for k, v in by_kappa.items()
+        }
     return result
 
 

@@ -99,7 +99,9 @@ def _spanet2_evaluate(run_dir: PathLike, test_file: PathLike, *, pairing: str = 
     return evaluate(run_dir, test_file)
 
 
-def _spanet2_predict(run_dir: PathLike, input_file: PathLike, output_file: PathLike, *, pairing: str = "min-dr"):
+def _spanet2_predict(
+    run_dir: PathLike, input_file: PathLike, output_file: PathLike, *, pairing: str = "min-dr"
+):
     from spanet2.training.predict import predict
 
     del pairing

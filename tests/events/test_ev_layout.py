@@ -33,7 +33,13 @@ def test_paths_are_built_by_the_layout():
 
 
 def test_hdf5_reexports_the_layout_names():
-    for name in ("SPECIAL_KEY_SPELLINGS", "EXTRA_GROUPS", "canonical_path", "resolve_dataset", "first_mask_path"):
+    for name in (
+        "SPECIAL_KEY_SPELLINGS",
+        "EXTRA_GROUPS",
+        "canonical_path",
+        "resolve_dataset",
+        "first_mask_path",
+    ):
         assert getattr(hdf5, name) is getattr(layout, name)
 
 

@@ -26,7 +26,12 @@ def test_the_registered_kinds():
     assert (spanet2.uses_event_file, spanet2.pairs_jets, spanet2.multi_worker, spanet2.gpu_option) == (
         True, True, True, "num_gpu",
     )  # fmt: skip
-    assert (dnn.uses_event_file, dnn.pairs_jets, dnn.multi_worker, dnn.gpu_option) == (False, False, False, None)
+    assert (dnn.uses_event_file, dnn.pairs_jets, dnn.multi_worker, dnn.gpu_option) == (
+        False,
+        False,
+        False,
+        None,
+    )
     assert (spanet2.train_command, dnn.train_command) == ("train", "dnn train")
 
 
