@@ -166,3 +166,11 @@ def test_bl_store_build_bad_inputs(store_inputs, tmp_path, run_cli):
     _assert_one_line_error(rc, err, "mixed.h5", "label")
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bad.zarr")]  # no temporary left behind
+
+
+def test_every_per_event_column_is_reserved_from_method_names():
+    """Both builders take the per-event columns from one table; a method may never shadow one of them."""
+    from spanet2.events.store import EVENT_COLUMN_SOURCES
+    from spanet2.report.store_builder import RESERVED_COLUMNS
+
+    assert {*EVENT_COLUMN_SOURCES, "n_jets"} <= set(RESERVED_COLUMNS)
