@@ -10,12 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from spanet2.atomic import atomic_path, check_writable
 from spanet2.errors import ConfigError, DataError, InputError
 from spanet2.provenance import provenance
 from spanet2.training.kinds import get_kind
+from spanet2.uncertainty import mean_std_sem
 
 __all__ = ["RepeatResult", "format_repeat_summary", "run_repeats", "summarize_runs", "train_and_evaluate"]
 
@@ -29,7 +28,8 @@ EVALUATION = "evaluation.json"  # per seed, next to its run directories; a prese
 @dataclass
 class RepeatResult:
     """`runs`: one dict per finished seed (seed, node_name, run_dir, accuracy, auc, assignment_table);
-    `summary`: per metric {"mean", "std", "n", "values"}, std = sample standard deviation (n - 1).
+    `summary`: per metric {"mean", "std", "sem", "n", "values"}, std = sample standard deviation (n - 1),
+    sem = std/√n.
     `complete`: False when an array task finished its seed while other seeds are still missing (then
     `summary_path` is not written yet: the task that finishes the last seed writes it)."""
 
@@ -86,11 +86,9 @@ def train_and_evaluate(
 
 
 def _stats(values: list[float | None]) -> dict[str, Any]:
-    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
-    n = len(finite)
-    mean = float(np.mean(finite)) if n else math.nan
-    std = float(np.std(finite, ddof=1)) if n > 1 else math.nan
-    return {"mean": mean, "std": std, "n": n, "values": [None if v is None else float(v) for v in values]}
+    """{"mean", "std" (sample), "sem" (std/√n), "n", "values"} over the seeds' finite values."""
+    return {**mean_std_sem([v for v in values if v is not None]),
+            "values": [None if v is None else float(v) for v in values]}
 
 
 def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ __all__ = [
     "plot_pairing_efficiency",
     "pairing_efficiency_figure",
     "plot_all",
+    "plot_scaling",
     "binomial_uncertainty",
     "two_higgs_events_by_kappa",
     "METHOD_LABELS",
@@ -242,9 +243,48 @@ def _experiment_label(ax, *, sqrt_s_tev: float | None, lumi_ifb: float | None = 
 
 
 def binomial_uncertainty(efficiency: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """Standard error sqrt(ε(1−ε)/n) of an efficiency from n events (0 where n = 0)."""
+    """σ of an efficiency from n events: half the 68 % Wilson interval of k = ε·n (0 where n = 0)."""
+    from spanet2.uncertainty import binomial_error
+
     efficiency, n = np.asarray(efficiency, dtype=float), np.asarray(n, dtype=float)
-    return np.sqrt(np.clip(efficiency * (1 - efficiency), 0, None) / np.where(n > 0, n, np.inf))
+    k = np.clip(np.round(efficiency * n), 0, n)
+    return np.where(n > 0, np.nan_to_num(binomial_error(k, np.where(n > 0, n, 1))), 0.0)
+
+
+def plot_scaling(result: Mapping, out_stem: str | os.PathLike) -> list[Path]:
+    """AUC and pairing efficiency vs training events (the study's `scaling` stage): SPANet2 and the min-ΔR DNN
+    with their σ as error bars; the min-ΔR pairing (no training) as a band. PNG and PDF; returns the paths."""
+    import matplotlib
+    import mplhep
+
+    names = {"spanet2": "mixing-κλ SPANet2", "dnn_min_dr": "min-ΔR + DNN"}
+    with matplotlib.rc_context(mplhep.style.ATLAS):
+        fig = Figure(figsize=(13, 5.5))
+        ax_auc, ax_pair = fig.subplots(1, 2)
+        for i, (model, points) in enumerate(result["points"].items()):
+            pts = [p for p in points if p.get("auc") is not None]
+            if pts:
+                ax_auc.errorbar([p["training_events"] for p in pts], [p["auc"] for p in pts],
+                                yerr=[p.get("auc_err") or 0.0 for p in pts], fmt="os"[i % 2], linestyle="none",
+                                color=_COLOURS[i], label=names.get(model, model), capsize=3)  # fmt: skip
+            pts = [p for p in points if p.get("pairing") is not None]
+            if pts:
+                ax_pair.errorbar([p["training_events"] for p in pts], [p["pairing"] for p in pts],
+                                 yerr=[p.get("pairing_err") or 0.0 for p in pts], fmt="os"[i % 2], linestyle="none",
+                                 color=_COLOURS[i], label=names.get(model, model), capsize=3)  # fmt: skip
+        base = result.get("min_dr_pairing") or {}
+        if base.get("efficiency") is not None:
+            err = base.get("err") or 0.0
+            ax_pair.axhspan(base["efficiency"] - err, base["efficiency"] + err, color=_COLOURS[1], alpha=0.3,
+                            label="min-ΔR (no training)")  # fmt: skip
+        for ax, ylabel in ((ax_auc, "test AUC"), (ax_pair, "pairing efficiency (2h signal events)")):
+            ax.set_xscale("log")
+            ax.set_xlabel("training events (signal + background)")
+            ax.set_ylabel(ylabel)
+            ax.legend(loc="lower right", fontsize=11, frameon=False)
+            _experiment_label(ax, sqrt_s_tev=None)
+        fig.tight_layout()
+        return save_figure(fig, out_stem)
 
 
 def plot_pairing_efficiency(

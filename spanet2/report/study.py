@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from spanet2.events.errors import ConfigError
+from spanet2.errors import ConfigError
+from spanet2.events import layout as L
 from spanet2.report.stages import Stage, StageRunner
 
 __all__ = ["STAGES", "StudyContext", "load_study_config", "run_study", "smoke_config", "stage_names", "study_runner"]
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-_TOP_KEYS = {"output", "seed", "workers", "data", "models", "repeats", "tune", "scans", "report"}
+_TOP_KEYS = {"output", "seed", "workers", "data", "models", "repeats", "tune", "scans", "report", "scaling"}
 _MODEL_KEYS = {"spanet2", "kappa5", "assignment_off", "dnn_min_dr", "dnn_spanet2", "dnn_kappa5"}
 
 
@@ -65,6 +66,21 @@ def load_study_config(path: str | Path) -> dict:
     kappas = _require(data, "kappa", path, list)
     if not kappas or not all(isinstance(k, int | float) and not isinstance(k, bool) for k in kappas):
         raise ConfigError(path, "data.kappa", "expected a non-empty list of numbers")
+    fraction = data.get("test_fraction", 0.1)
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0.0 < fraction < 1.0:
+        raise ConfigError(path, "data.test_fraction", f"expected a fraction in (0, 1), got {fraction!r}")
+    pairing = data.get("pairing_test")
+    if pairing is not None:
+        if not isinstance(pairing, dict) or set(pairing) != {"kappa", "signal_per_kappa"}:
+            raise ConfigError(path, "data.pairing_test", "expected a mapping with 'kappa' and 'signal_per_kappa'")
+        pk = pairing["kappa"]
+        if not isinstance(pk, list) or not pk or not all(
+            isinstance(k, int | float) and not isinstance(k, bool) for k in pk
+        ):
+            raise ConfigError(path, "data.pairing_test.kappa", "expected a non-empty list of numbers")
+        count = pairing["signal_per_kappa"]
+        if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
+            raise ConfigError(path, "data.pairing_test.signal_per_kappa", f"expected a positive count, got {count!r}")
     models = _require(cfg, "models", path, dict)
     for name, spec in models.items():
         if name not in _MODEL_KEYS:
@@ -76,6 +92,18 @@ def load_study_config(path: str | Path) -> dict:
     missing = {"spanet2", "dnn_min_dr"} - set(models)
     if missing:
         raise ConfigError(path, "models", f"the study needs at least {sorted(missing)}")
+    scaling = cfg.get("scaling")
+    if scaling is not None:
+        if not isinstance(scaling, dict) or set(scaling) - {"fractions", "models"}:
+            raise ConfigError(path, "scaling", "expected a mapping with 'fractions' (and optionally 'models')")
+        fractions = scaling.get("fractions", [])
+        if not isinstance(fractions, list) or not all(
+            isinstance(f, int | float) and not isinstance(f, bool) and 0 < f < 1 for f in fractions
+        ):
+            raise ConfigError(path, "scaling.fractions", f"expected a list of fractions in (0, 1), got {fractions!r}")
+        chosen = scaling.get("models", ["spanet2", "dnn_min_dr"])
+        if not isinstance(chosen, list) or not set(chosen) <= {"spanet2", "dnn_min_dr"}:
+            raise ConfigError(path, "scaling.models", f"expected a subset of [spanet2, dnn_min_dr], got {chosen!r}")
     scans = _require(cfg, "scans", path, dict)
     for i, point in enumerate(_require(scans, "points", path, list)):
         lumis = point.get("luminosities") if isinstance(point, dict) else None
@@ -94,13 +122,17 @@ _SMOKE_NETWORK = {"hidden_dim": 32, "num_encoder_layers": 2}  # at most, for the
 
 def smoke_config(cfg: dict) -> dict:
     """`cfg` at smoke-test sizes: data counts capped, one epoch per network (two per DNN) at most 32 wide and 2
-    encoder layers deep, two repeats of one epoch (of the DNNs only when there are some), one tune trial."""
+    encoder layers deep, two repeats of one epoch (of the DNNs only when there are some), one tune trial, four
+    bootstrap replicas in the scans."""
     import copy
 
     cfg = copy.deepcopy(cfg)
     for key, cap in _SMOKE_DATA.items():
         if key in cfg["data"]:
             cfg["data"][key] = min(int(cfg["data"][key]), cap)
+    if cfg["data"].get("pairing_test"):
+        cfg["data"]["pairing_test"]["signal_per_kappa"] = min(int(cfg["data"]["pairing_test"]["signal_per_kappa"]),
+                                                              _SMOKE_DATA["signal_per_kappa"])
     for name, spec in cfg["models"].items():
         spec["epochs"] = 2 if name.startswith("dnn") else 1
         if not name.startswith("dnn"):
@@ -112,6 +144,8 @@ def smoke_config(cfg: dict) -> dict:
         cfg["repeats"].update(n=min(int(cfg["repeats"].get("n", 2)), 2), models=dnns or models)
     for spec in (cfg.get("tune") or {}).values():
         spec.update(num_samples=1, epochs=1, max_concurrent_trials=1)
+    if cfg["scans"].get("bootstrap"):
+        cfg["scans"]["bootstrap"] = min(int(cfg["scans"]["bootstrap"]), 4)
     return cfg
 
 
@@ -175,20 +209,33 @@ def _json_default(o: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------------- stages
+PAIRING_TEST = "pairing_test.h5"  # data.pairing_test: signal-only test events for the pairing efficiency by κλ
+
+
 def _stage_generate(ctx: StudyContext) -> dict:
-    from spanet2.generate.writer import generate_sets
+    from spanet2.generate.writer import generate_sets, generate_signal_file
 
     d = ctx.cfg["data"]
     out = ctx.out / "data"
+    sqrt_s = float(d.get("sqrt_s_tev", 13))
+    test_fraction = float(d.get("test_fraction", 0.1))
     sets = generate_sets(out, kappas=d["kappa"], signal_per_kappa=d["signal_per_kappa"],
-                         n_background=d["background"], sqrt_s_tev=float(d.get("sqrt_s_tev", 13)), seed=ctx.seed,
-                         workers=ctx.workers)
+                         n_background=d["background"], sqrt_s_tev=sqrt_s, seed=ctx.seed, workers=ctx.workers,
+                         test_fraction=test_fraction)
     kappa5 = generate_sets(out / "kappa5", kappas=[5.0], signal_per_kappa=d["kappa5_signal"], n_background=0,
-                           sqrt_s_tev=float(d.get("sqrt_s_tev", 13)), seed=ctx.seed + 1, workers=ctx.workers)
+                           sqrt_s_tev=sqrt_s, seed=ctx.seed + 1, workers=ctx.workers, test_fraction=test_fraction)
     outputs = [f"data/{n}" for n in ("assignment_train.h5", "assignment_test.h5", "classification_train.h5",
                                      "classification_test.h5")] + ["data/kappa5/assignment_train.h5",
                                                                    "data/kappa5/assignment_test.h5"]
-    return {"outputs": outputs, "files": sorted(sets) + [f"kappa5/{n}" for n in sorted(kappa5)]}
+    files = sorted(sets) + [f"kappa5/{n}" for n in sorted(kappa5)]
+    pairing = d.get("pairing_test")
+    if pairing:  # signal-only test events at a few κλ points: cheap, and they fix the pairing efficiency's σ
+        generate_signal_file(ctx.data(PAIRING_TEST), kappas=pairing["kappa"],
+                             events_per_kappa=int(pairing["signal_per_kappa"]), sqrt_s_tev=sqrt_s,
+                             seed=ctx.seed + 2, workers=ctx.workers)
+        outputs.append(f"data/{PAIRING_TEST}")
+        files.append(PAIRING_TEST)
+    return {"outputs": outputs, "files": files}
 
 
 def _stage_energy(ctx: StudyContext) -> dict:
@@ -235,7 +282,8 @@ def _stage_energy(ctx: StudyContext) -> dict:
     return {"outputs": [ctx.rel(p) for p in paths] + ["results/energy_compare.json"], "ratio_summary": summary}
 
 
-def _train_spanet(ctx: StudyContext, model: str, training_file: Path) -> dict:
+def _train_spanet(ctx: StudyContext, model: str, training_file: Path, *, log_dir: Path | None = None,
+                  name: str | None = None) -> dict:
     from spanet2.training.options import load_options
     from spanet2.training.trainer import train
 
@@ -244,23 +292,30 @@ def _train_spanet(ctx: StudyContext, model: str, training_file: Path) -> dict:
     changes = {k: v for k, v in spec.items() if k != "options"}
     if changes:
         options = options.replace(**changes)
-    log_dir = ctx.out / "models"
-    shutil.rmtree(log_dir / model, ignore_errors=True)  # one run per model: version_0
-    result = train(options, log_dir=log_dir, name=model, event_file=ctx.event_file, training_file=training_file,
+    log_dir = log_dir or ctx.out / "models"
+    name = name or model
+    shutil.rmtree(log_dir / name, ignore_errors=True)  # one run per model: version_0
+    result = train(options, log_dir=log_dir, name=name, event_file=ctx.event_file, training_file=training_file,
                    validation_file=None, seed=ctx.seed)
-    return {"outputs": [ctx.rel(result.run_dir)], "best": result.best_metrics, "epochs": len(result.history)}
+    return {"outputs": [ctx.rel(result.run_dir)], "best": result.best_metrics, "epochs": len(result.history),
+            "run_dir": result.run_dir}
 
 
 def _stage_train_spanet2(ctx):
-    return _train_spanet(ctx, "spanet2", ctx.data("classification_train.h5"))
+    return _public(_train_spanet(ctx, "spanet2", ctx.data("classification_train.h5")))
 
 
 def _stage_train_kappa5(ctx):
-    return _train_spanet(ctx, "kappa5", ctx.data("kappa5/assignment_train.h5"))
+    return _public(_train_spanet(ctx, "kappa5", ctx.data("kappa5/assignment_train.h5")))
 
 
 def _stage_train_assignment_off(ctx):
-    return _train_spanet(ctx, "assignment_off", ctx.data("classification_train.h5"))
+    return _public(_train_spanet(ctx, "assignment_off", ctx.data("classification_train.h5")))
+
+
+def _public(record: dict) -> dict:
+    """A stage record without the in-process extras (run_dir)."""
+    return {k: v for k, v in record.items() if k != "run_dir"}
 
 
 def _spanet_models(ctx) -> list[str]:
@@ -269,36 +324,191 @@ def _spanet_models(ctx) -> list[str]:
 
 def _stage_test(ctx: StudyContext) -> dict:
     """Assignment tables (mixing-κλ and κλ = 5 test sets), pairing efficiency by κλ, ACC/AUC."""
-    from spanet2.events.hdf5 import read_datasets
-    from spanet2.physics.pairing import min_dr_pairing
     from spanet2.training import metrics as M
     from spanet2.training.trainer import evaluate
 
     results: dict[str, Any] = {}
-    test_sets = {"mixing": ctx.data("assignment_test.h5"), "kappa5": ctx.data("kappa5/assignment_test.h5"),
-                 "classification": ctx.data("classification_test.h5")}
+    test_sets = _test_sets(ctx)
     for model in _spanet_models(ctx):
         run = ctx.run_dir(model)
         results[model] = {name: evaluate(run, path) for name, path in test_sets.items()}
     # the min-ΔR baseline on the same sets (no training)
-    names = ["INPUTS/Source/pt", "INPUTS/Source/eta", "INPUTS/Source/phi", "INPUTS/Source/mass",
-             "INPUTS/Source/btag", "INPUTS/Source/MASK", "TARGETS/h1/b1", "TARGETS/h1/b2", "TARGETS/h2/b1",
-             "TARGETS/h2/b2", "INPUTS/Kappa/kappa"]
     results["min_dr"] = {}
     for name, path in test_sets.items():
-        a = read_datasets(path, names)
-        pairing = min_dr_pairing(a["INPUTS/Source/pt"], a["INPUTS/Source/eta"], a["INPUTS/Source/phi"],
-                                 a["INPUTS/Source/mass"], a["INPUTS/Source/btag"] > 0.5, a["INPUTS/Source/MASK"])
-        target = np.stack([a[n] for n in names[6:10]], axis=1)
-        n_jets = a["INPUTS/Source/MASK"].sum(axis=1)
+        pairing, target, n_jets, kappa = _min_dr_on(path)
         table = M.assignment_table(pairing, target, n_jets)
+        by_kappa = M.pairing_by_kappa_with_errors(pairing, target, kappa)
         results["min_dr"][name] = {
             "assignment_table": table.as_dict(),
-            "pairing_efficiency_by_kappa": {f"{float(k):g}": v for k, v in
-                                            M.pairing_efficiency_by_kappa(pairing, target, a["INPUTS/Kappa/kappa"]).items()},
+            "pairing_efficiency_by_kappa": {k: v["efficiency"] for k, v in by_kappa.items()},
+            "pairing_by_kappa": by_kappa,
         }
     path = _write_json(ctx.out / "results" / "test.json", results)
     return {"outputs": [ctx.rel(path)]}
+
+
+def _test_sets(ctx: StudyContext) -> dict[str, Path]:
+    """The test files by name: mixing (assignment), kappa5, classification and, when configured, pairing."""
+    sets = {"mixing": ctx.data("assignment_test.h5"), "kappa5": ctx.data("kappa5/assignment_test.h5"),
+            "classification": ctx.data("classification_test.h5")}
+    if ctx.cfg["data"].get("pairing_test"):
+        sets["pairing"] = ctx.data(PAIRING_TEST)
+    return sets
+
+
+def _min_dr_on(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The min-ΔR pairing of a test file: (pairing (N, 4), target (N, 4), real jets (N,), κλ (N,))."""
+    from spanet2.events.hdf5 import read_datasets
+    from spanet2.physics.pairing import min_dr_pairing
+
+    jets = {f: L.jet_path(f) for f in L.JET_FEATURES}
+    a = read_datasets(path, [*jets.values(), L.JET_MASK_PATH, *L.HH_PAIRING_PATHS, L.KAPPA_INPUT_PATH])
+    mask = a[L.JET_MASK_PATH]
+    pairing = min_dr_pairing(a[jets["pt"]], a[jets["eta"]], a[jets["phi"]], a[jets["mass"]], a[jets["btag"]] > 0.5,
+                             mask)
+    target = np.stack([a[n] for n in L.HH_PAIRING_PATHS], axis=1)
+    return pairing, target, mask.sum(axis=1), a[L.KAPPA_INPUT_PATH]
+
+
+def _stage_compare(ctx: StudyContext) -> dict:
+    """Paired comparisons on the same test events: SPANet2 vs min-ΔR pairing (per κλ and overall) and the AUCs
+    of the classifiers against min-ΔR + DNN (DeLong's paired σ); each says whether it is resolved at 2σ."""
+    from spanet2.events.hdf5 import read_datasets
+    from spanet2.training import metrics as M
+    from spanet2.training.trainer import evaluate
+    from spanet2.uncertainty import compare, delong_paired, paired_difference
+
+    sets = _test_sets(ctx)
+    pair_file = sets.get("pairing", sets["mixing"])
+    ours = evaluate(ctx.run_dir("spanet2"), pair_file, per_event=True)["events"]
+    pairing, target, _, kappa = _min_dr_on(pair_file)
+    base = M.higgs_correct(pairing, target).all(axis=1)
+    two_h = ours["two_higgs"]
+    per_kappa = {}
+    for k in np.unique(kappa[two_h]):
+        sel = two_h & (kappa == k)
+        d, sigma = paired_difference(ours["pairing_correct"][sel], base[sel])
+        per_kappa[f"{float(k):g}"] = {**compare(d, sigma), "events": int(sel.sum())}
+    d, sigma = paired_difference(ours["pairing_correct"][two_h], base[two_h])
+    result: dict[str, Any] = {
+        "test_file": ctx.rel(pair_file),
+        "pairing": {"spanet2_vs_min_dr": {"overall": {**compare(d, sigma), "events": int(two_h.sum())},
+                                          "by_kappa": per_kappa}},
+        "auc": {},
+    }
+    labels = read_datasets(ctx.data("classification_test.h5"), [L.SIGNAL_LABEL_PATH])[L.SIGNAL_LABEL_PATH]
+    labels = labels.astype(bool)
+    reference = ctx.out / "predictions" / "dnn_min_dr_test.h5"
+    others = {"spanet2": ("spanet2_test.h5", L.SIGNAL_PROBABILITY_PATH),
+              "spanet2_dnn": ("dnn_spanet2_test.h5", L.SIGNAL_LABEL_PATH)}
+    ref_scores = _class_one(read_datasets(reference, [L.SIGNAL_LABEL_PATH])[L.SIGNAL_LABEL_PATH])
+    for name, (file, key) in others.items():
+        path = ctx.out / "predictions" / file
+        if not path.is_file():
+            continue
+        scores = _class_one(read_datasets(path, [key])[key])
+        res = delong_paired(labels, scores, ref_scores)
+        result["auc"][f"{name}_vs_min_dr_dnn"] = {"auc": res["a"], "reference_auc": res["b"],
+                                                  **compare(res["difference"], res["sigma"])}
+    path = _write_json(ctx.out / "results" / "compare.json", result)
+    return {"outputs": [ctx.rel(path)]}
+
+
+def _class_one(scores: np.ndarray) -> np.ndarray:
+    """Signal probability from (N,) or (N, C) class probabilities."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return scores[:, min(1, scores.shape[1] - 1)] if scores.ndim == 2 else scores
+
+
+def _subset_file(src: Path, dst: Path, fraction: float) -> int:
+    """Write the first `fraction` of `src`'s events (the study's files are shuffled) with the same layout and
+    attributes; returns the number of events kept."""
+    import h5py
+
+    from spanet2.atomic import atomic_path
+
+    with h5py.File(src, "r") as f:
+        datasets: list[str] = []
+        f.visititems(lambda name, obj: datasets.append(name) if isinstance(obj, h5py.Dataset) else None)
+        n = f[datasets[0]].shape[0]
+        keep = max(1, int(n * fraction))
+        with atomic_path(dst) as tmp, h5py.File(tmp, "w") as out:
+            out.attrs.update(dict(f.attrs))
+            for name in datasets:
+                ds = out.create_dataset(name, data=f[name][:keep])
+                ds.attrs.update(dict(f[name].attrs))
+                parent = f[name].parent
+                if parent.name != "/":
+                    out[parent.name].attrs.update(dict(parent.attrs))
+    return keep
+
+
+def _stage_scaling(ctx: StudyContext) -> dict:
+    """Training-set size sweep (`scaling.fractions` of the training set) for SPANet2 and the min-ΔR DNN: AUC ±
+    DeLong σ and pairing efficiency ± Wilson σ on the full test sets; the 100 % point is the main training."""
+    from spanet2.training.dnn import evaluate_dnn, load_dnn_options, train_dnn
+    from spanet2.training.trainer import evaluate
+
+    spec = ctx.cfg.get("scaling") or {}
+    fractions = sorted(float(f) for f in spec.get("fractions", []))
+    models = spec.get("models", ["spanet2", "dnn_min_dr"])
+    train_file = ctx.data("classification_train.h5")
+    test_file = ctx.data("classification_test.h5")
+    pair_file = _test_sets(ctx).get("pairing", ctx.data("assignment_test.h5"))
+    full = json.loads((ctx.out / "results" / "test.json").read_text())
+    dnn_full = json.loads((ctx.out / "results" / "dnn.json").read_text())
+    points: dict[str, list[dict]] = {m: [] for m in models}
+    outputs = []
+    import h5py
+
+    with h5py.File(train_file, "r") as f:
+        n_train = int(f[L.JET_MASK_PATH].shape[0])
+    for fraction in fractions:
+        sub = ctx.path("scaling", f"classification_train_{fraction:g}.h5")
+        n = _subset_file(train_file, sub, fraction)
+        for model in models:
+            name = f"{model}_{fraction:g}"
+            if model == "spanet2":
+                run = _train_spanet(ctx, model, sub, log_dir=ctx.out / "scaling", name=name)["run_dir"]
+                ev = evaluate(run, test_file)
+                pair = evaluate(run, pair_file)["assignment_table"]["Total"]
+                points[model].append({"fraction": fraction, "training_events": n, "auc": ev["auc"],
+                                      "auc_err": ev["auc_err"], "pairing": pair["event_efficiency"],
+                                      "pairing_err": pair["event_efficiency_err"]})
+                outputs.append(ctx.rel(run))
+            else:
+                options = load_dnn_options(_resolve(ctx.cfg["models"][model]["options"]))
+                changes = {k: v for k, v in ctx.cfg["models"][model].items() if k != "options"}
+                if changes:
+                    options = options.replace(**changes)
+                shutil.rmtree(ctx.out / "scaling" / name, ignore_errors=True)
+                res = train_dnn(options, log_dir=ctx.out / "scaling", name=name, training_file=sub,
+                                pairing="min-dr", seed=ctx.seed)
+                ev = evaluate_dnn(res.run_dir, test_file, pairing="min-dr")
+                points[model].append({"fraction": fraction, "training_events": n, "auc": ev["auc"],
+                                      "auc_err": ev["auc_err"]})
+                outputs.append(ctx.rel(res.run_dir))
+        sub.unlink()
+    if "spanet2" in points:
+        ev = full["spanet2"]["classification"]
+        pair_name = "pairing" if "pairing" in full["spanet2"] else "mixing"
+        pair = full["spanet2"][pair_name]["assignment_table"]["Total"]
+        points["spanet2"].append({"fraction": 1.0, "training_events": n_train, "auc": ev["auc"],
+                                  "auc_err": ev.get("auc_err"), "pairing": pair["event_efficiency"],
+                                  "pairing_err": pair.get("event_efficiency_err")})
+    if "dnn_min_dr" in points and "dnn_min_dr" in dnn_full:
+        ev = dnn_full["dnn_min_dr"]
+        points["dnn_min_dr"].append({"fraction": 1.0, "training_events": n_train, "auc": ev["auc"],
+                                     "auc_err": ev.get("auc_err")})
+    pair_name = "pairing" if "pairing" in full["min_dr"] else "mixing"
+    min_dr = full["min_dr"][pair_name]["assignment_table"]["Total"]
+    result = {"points": points, "min_dr_pairing": {"efficiency": min_dr["event_efficiency"],
+                                                   "err": min_dr.get("event_efficiency_err")}}
+    path = _write_json(ctx.out / "results" / "scaling.json", result)
+    from spanet2.report.plots import plot_scaling
+
+    figures = plot_scaling(result, ctx.out / "figures" / "scaling")
+    return {"outputs": outputs + [ctx.rel(path)] + [ctx.rel(p) for p in figures]}
 
 
 def _stage_predict(ctx: StudyContext) -> dict:
@@ -489,6 +699,7 @@ def _scan_config(ctx: StudyContext, point: dict, name: str, *, lumi_scan: list[f
         "selection": scans.get("selection", {}),
         "equivalent_luminosity": {"reference": "spanet2"} if "spanet2" in [m["name"] for m in methods] else None,
         "seed": ctx.seed,
+        "bootstrap": int(scans.get("bootstrap", 0)),  # bootstrap replicas of the templates: ± on bounds and L′
     }
     if raw["equivalent_luminosity"] is None:
         raw.pop("equivalent_luminosity")
@@ -520,10 +731,46 @@ def _stage_scans(ctx: StudyContext) -> dict:
         config = parse_scan_config(raw, path=None)
         result = run_scan(config, scheduler=ctx.dask_scheduler, n_workers=ctx.workers)
         tables[name] = {"intervals": format_interval_table(result),
-                        "equivalent": format_equivalent_table(result) if result.equivalent else ""}
+                        "equivalent": format_equivalent_table(result) if result.equivalent else "",
+                        "comparison": _constraint_comparison(result, f"{config.sqrt_s_tev:g} TeV")}
         outputs.append(ctx.rel(Path(config.output) / "results.json"))
     path = _write_json(ctx.out / "results" / "scans.json", tables)
     return {"outputs": outputs + [ctx.rel(path)]}
+
+
+def _constraint_comparison(result: Any, where: str, *, intervals: bool = True, ours: str = "spanet2",
+                           baseline: str = "min_dr_dnn") -> list[dict]:
+    """SPANet2 against min-ΔR + DNN: Δκλ(ours) − Δκλ(baseline) ± σ (bootstrap σs in quadrature; smaller is
+    better) per L and statistic, and L′ − L ± σ(L′), the luminosity the baseline needs to match SPANet2's Δκλ
+    at L (larger is better for SPANet2). Empty without bootstrap replicas."""
+    from spanet2.uncertainty import compare
+
+    unc = result.uncertainties
+    if not unc or ours not in result.intervals or baseline not in result.intervals:
+        return []
+    rows = []
+    names = {"pl": "PL", "cls": "CLs"}
+    if intervals:
+        for lumi, per in sorted(result.intervals[ours].items()):
+            for stat, iv in per.items():
+                other = result.intervals[baseline][lumi][stat]
+                sa = unc["intervals"][ours][lumi][stat].get("width")
+                sb = unc["intervals"][baseline][lumi][stat].get("width")
+                if iv.width is None or other.width is None or sa is None or sb is None:
+                    continue
+                verdict = compare(iv.width - other.width, float(np.hypot(sa, sb)), higher_is_better=False)
+                rows.append({"quantity": f"{names[stat]} Δκλ at {lumi:g} fb⁻¹, {where}", **verdict})
+    for lumi, per in sorted((result.equivalent.get(baseline) or {}).items()):
+        for stat, entry in per.items():
+            value = entry.get("width")
+            err = ((unc.get("equivalent_luminosity") or {}).get(baseline, {}).get(lumi, {}).get(stat, {})
+                   .get("width"))  # fmt: skip
+            if value is None or err is None:
+                continue
+            verdict = compare(value - lumi, err)
+            rows.append({"quantity": f"{names[stat]} equivalent luminosity L′ − L of min-ΔR + DNN for SPANet2's "
+                                     f"Δκλ at {lumi:g} fb⁻¹, {where} (L′ = {value:.0f} fb⁻¹)", **verdict})
+    return rows
 
 
 def _stage_lumi(ctx: StudyContext) -> dict:
@@ -537,7 +784,8 @@ def _stage_lumi(ctx: StudyContext) -> dict:
     config = parse_scan_config(raw, path=None)
     result = run_lumi(config, scheduler=ctx.dask_scheduler, n_workers=ctx.workers)
     tables = {"intervals": format_interval_table(result, lumis=list(config.lumi_scan)),
-              "equivalent": format_equivalent_table(result) if result.equivalent else ""}
+              "equivalent": format_equivalent_table(result) if result.equivalent else "",
+              "comparison": _constraint_comparison(result, f"{config.sqrt_s_tev:g} TeV", intervals=False)}
     path = _write_json(ctx.out / "results" / "lumi.json", tables)
     return {"outputs": [ctx.rel(Path(config.output) / "results.json"), ctx.rel(path)]}
 
@@ -547,11 +795,10 @@ def _stage_pca(ctx: StudyContext) -> dict:
     from spanet2.events.store import open_store
     from spanet2.report.pca import embedding_pca, plot_explained_variance, plot_pc_correlations
 
-    vectors = read_datasets(ctx.out / "predictions" / "spanet2_test.h5", ["EMBEDDINGS/EVENT",
-                                                                            "CLASSIFICATIONS/EVENT/signal_probability"])
+    vectors = read_datasets(ctx.out / "predictions" / "spanet2_test.h5", [L.embedding_path("EVENT"),
+                                                                            L.SIGNAL_PROBABILITY_PATH])
     store = open_store(ctx.out / "events.zarr")
-    labels = read_datasets(ctx.data("classification_test.h5"), ["CLASSIFICATIONS/EVENT/signal"])[
-        "CLASSIFICATIONS/EVENT/signal"]
+    labels = read_datasets(ctx.data("classification_test.h5"), [L.SIGNAL_LABEL_PATH])[L.SIGNAL_LABEL_PATH]
     # the store holds events split by sample; the predictions file keeps the input order
     feats = np.empty((len(labels), 0))
     names: list[str] = []
@@ -565,7 +812,7 @@ def _stage_pca(ctx: StudyContext) -> dict:
             names = list(store.sample_attrs(sample).get("feature_names") or store.attrs.get("feature_names"))
         feats[idx] = f
     ok = np.isfinite(feats).all(axis=1)
-    result = embedding_pca(vectors["EMBEDDINGS/EVENT"][ok], feats[ok], names, labels[ok], seed=ctx.seed)
+    result = embedding_pca(vectors[L.embedding_path("EVENT")][ok], feats[ok], names, labels[ok], seed=ctx.seed)
     paths = plot_explained_variance(result, ctx.out / "figures" / "pca_explained_variance")
     paths += plot_pc_correlations(result, ctx.out / "figures" / "pca_correlations")
     path = _write_json(ctx.out / "results" / "pca.json", {
@@ -643,6 +890,11 @@ STAGES: list[Stage] = [
     Stage("train_dnn", _stage_train_dnn, ("seed", "models.dnn_min_dr", "models.dnn_spanet2", "models.dnn_kappa5"),
           ("generate", "predict"), "DNNs on min-ΔR and SPANet2 pairings",
           _reads_models("dnn_min_dr", "dnn_spanet2", "dnn_kappa5")),
+    Stage("compare", _stage_compare, (), ("generate", "train_spanet2", "predict", "train_dnn"),
+          "paired comparisons with min-ΔR (+ DNN): difference ± σ, resolved or not", _reads_event_file),
+    Stage("scaling", _stage_scaling, ("seed", "scaling", "models.spanet2", "models.dnn_min_dr"),
+          ("generate", "test", "train_dnn"), "AUC and pairing vs training-set size",
+          _reads_models("spanet2", "dnn_min_dr")),
     Stage("repeats", _stage_repeats, ("seed", "repeats", "models"), ("generate",),
           "repeated trainings (mean ± std), Ray", _reads_repeats),
     Stage("tune", _stage_tune, ("seed", "tune"), ("generate",), "Optuna search through Ray Tune", _reads_tune),
@@ -653,7 +905,8 @@ STAGES: list[Stage] = [
     Stage("pca", _stage_pca, ("seed",), ("generate", "store", "predict"), "PCA of the SPANet2 event vectors"),
     Stage("plots", _stage_plots, (), ("store",), "mass planes, m_HH after selection, pairing efficiency vs κλ"),
     Stage("report", _stage_report, ("report",),
-          ("generate", "energy_compare", "test", "train_dnn", "repeats", "tune", "scans", "lumi", "pca", "plots"),
+          ("generate", "energy_compare", "test", "train_dnn", "compare", "scaling", "repeats", "tune", "scans",
+           "lumi", "pca", "plots"),
           "report.md and report.html"),
 ]
 
@@ -703,7 +956,7 @@ def rewrite_report(study_dir: str | Path) -> Path:
     """Regenerate report.md/html of a finished study folder (`spanet2 report DIR`)."""
     import os
 
-    from spanet2.events.errors import InputError
+    from spanet2.errors import InputError
     from spanet2.report.study_report import write_report
 
     out = Path(study_dir)

@@ -40,6 +40,7 @@ _TOP_KEYS = {
     "equivalent_luminosity",
     "cls_engine",
     "seed",
+    "bootstrap",
 }
 
 
@@ -95,6 +96,7 @@ class ScanConfig:
     equivalent_reference: str | None
     min_background_mc: int = 1
     seed: int = 0
+    bootstrap: int = 0  # bootstrap replicas of the selected templates: ± on every bound and L′ (0 = none)
     raw: dict = field(default_factory=dict, compare=False)
 
     def method(self, name: str) -> MethodSpec:
@@ -410,6 +412,9 @@ def parse_scan_config(raw: dict, *, path: str | os.PathLike | None = None) -> Sc
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(file, "seed", f"expected an integer, got {seed!r}")
+    bootstrap = raw.get("bootstrap", 0)
+    if not isinstance(bootstrap, int) or isinstance(bootstrap, bool) or bootstrap < 0 or bootstrap == 1:
+        raise ConfigError(file, "bootstrap", f"expected 0 (off) or a number of replicas >= 2, got {bootstrap!r}")
     return ScanConfig(
         path=None if path is None else str(path),
         store=store,
@@ -432,6 +437,7 @@ def parse_scan_config(raw: dict, *, path: str | os.PathLike | None = None) -> Sc
         min_mc_events=min_mc,
         equivalent_reference=eq_ref,
         seed=seed,
+        bootstrap=bootstrap,
         min_background_mc=_min_background_mc(raw.get("binning"), file),
         raw=dict(raw),
     )

@@ -91,6 +91,24 @@ class Templates:
     n_signal_mc: int
     n_background_mc: int
     background_sumw2: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    signal_count_bins: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (B,) selected MC events
+    background_count_bins: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def replica(self, rng: np.random.Generator, name: str) -> Templates:
+        """A bootstrap replica: each bin's signal terms and background scaled by Gamma(n, 1)/n of its n selected
+        MC events — the Bayesian bootstrap (Dirichlet event weights): mean 1 and variance 1/n like an event
+        bootstrap's Poisson(n)/n, but never exactly 0, so a replica never empties a bin that holds signal (a
+        background-free bin with signal would exclude every κλ). The selection is held fixed."""
+
+        def factors(counts: np.ndarray) -> np.ndarray:
+            counts = np.asarray(counts, dtype=np.float64)
+            safe = np.where(counts > 0, counts, 1.0)
+            return np.where(counts > 0, rng.gamma(safe) / safe, 1.0)
+
+        fs, fb = factors(self.signal_count_bins), factors(self.background_count_bins)
+        return Templates(name, self.mhh_edges, self.signal_terms * fs, self.background * fb, self.threshold,
+                         self.selection, self.n_signal_mc, self.n_background_mc, self.background_sumw2 * fb ** 2,
+                         self.signal_count_bins, self.background_count_bins)  # fmt: skip
 
     def signal(self, kappa: np.ndarray | float, lumi_ifb: float) -> np.ndarray:
         """Expected signal events per bin at κλ: (B,) or (K, B)."""
@@ -167,6 +185,8 @@ def select_templates(
             f"background MC events in the m_HH range; both must be non-zero"
         )
     sumw2 = hists.background_sumw2[keep].sum(axis=0)
+    sig_bins = hists.signal_count[keep].sum(axis=0).astype(np.float64)
+    bkg_bins = hists.background_count[keep].sum(axis=0).astype(np.float64)
     edges = hists.mhh_edges
     if min_background_mc > 0:
         groups = merge_groups(hists.background_count[keep].sum(axis=0), min_background_mc)
@@ -181,7 +201,10 @@ def select_templates(
             signal_terms = np.stack([signal_terms[:, g].sum(axis=1) for g in groups], axis=1)  # (3, B')
             background = np.array([background[g].sum() for g in groups])
             sumw2 = np.array([sumw2[g].sum() for g in groups])
-    templates = Templates(hists.method, edges, signal_terms, background, cut, how, n_sig, n_bkg, sumw2)
+            sig_bins = np.array([sig_bins[g].sum() for g in groups])
+            bkg_bins = np.array([bkg_bins[g].sum() for g in groups])
+    templates = Templates(hists.method, edges, signal_terms, background, cut, how, n_sig, n_bkg, sumw2, sig_bins,
+                          bkg_bins)  # fmt: skip
     return templates, choice
 
 

@@ -334,7 +334,11 @@ def dask_client(
     if scheduler == "synchronous":
         yield None
         return
+    import dask
     from distributed import Client, LocalCluster
+
+    # on an oversubscribed node (training beside the scan) the default 30 s comm timeouts drop the client
+    dask.config.set({"distributed.comm.timeouts.connect": "120s", "distributed.comm.timeouts.tcp": "300s"})
 
     from spanet2.stats.security import load_security, temporary_security
 

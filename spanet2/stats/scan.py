@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from spanet2.stats.parallel import (
     read_histograms,
 )
 from spanet2.stats.signal_model import SM_SIGMA_RATIO_14_OVER_13, curve_coefficients, term_scale_factors
+from spanet2.uncertainty import fmt_pm
 
 __all__ = [
     "ScanResult",
@@ -73,6 +75,7 @@ class ScanResult:
     computed_points: int = 0
     reused_points: int = 0
     output_dir: Path | None = None
+    uncertainties: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -90,6 +93,7 @@ class ScanResult:
             },
             "curves": {m: {str(lumi): v for lumi, v in by_l.items()} for m, by_l in self.curves.items()},
             "points": {"computed": self.computed_points, "reused": self.reused_points},
+            "uncertainties": _jsonable_uncertainties(self.uncertainties),
         }
 
 
@@ -220,6 +224,78 @@ def prepare_templates(
     return prepare_templates_batch([config], TaskRunner(client))[0]
 
 
+# ------------------------------------------------------------------------------------------ bootstrap
+REPLICA = "@bootstrap"  # replica r of method m is the method "m@bootstrap<r>" until _fold_replicas
+
+
+def _with_replicas(config: ScanConfig, templates: dict[str, Templates]) -> dict[str, Templates]:
+    """The templates plus `config.bootstrap` bootstrap replicas of each (Templates.replica; seeded by the
+    config's seed, the method and the replica): they are scanned, refined and solved like the methods themselves, as tasks."""
+    if config.bootstrap < 2:
+        return templates
+    out = dict(templates)
+    for method, tpl in templates.items():
+        key = zlib.crc32(method.encode())
+        for r in range(config.bootstrap):
+            name = f"{method}{REPLICA}{r}"
+            out[name] = tpl.replica(np.random.default_rng([config.seed, key, r]), name)
+    return out
+
+
+def _replica_spread(values: list[float | None]) -> tuple[float | None, int]:
+    """σ of a quantity over the replicas that have it: half the central 68 % range (robust to the long tails
+    of L′ when a replica's interval barely closes), and how many replicas had it."""
+    finite = np.array([float(v) for v in values if v is not None and np.isfinite(v)])
+    if finite.size < 2:
+        return None, int(finite.size)
+    lo, hi = np.percentile(finite, [15.865, 84.135])
+    return float((hi - lo) / 2), int(finite.size)
+
+
+def _fold_replicas(result: ScanResult) -> None:
+    """Replace the replicas by the σ (half the central 68 % range over replicas) of each bound, Δκλ and L′ of
+    their method."""
+    n = result.config.bootstrap
+    replicas = [m for m in result.templates if REPLICA in m]
+    if not replicas:
+        return
+    intervals: dict[str, dict] = {}
+    equivalent: dict[str, dict] = {}
+    for method in [m for m in result.templates if REPLICA not in m]:
+        names = [f"{method}{REPLICA}{r}" for r in range(n)]
+        for lumi, per in result.intervals[method].items():
+            for stat in per:
+                ivs = [result.intervals[nm][lumi][stat] for nm in names]
+                entry: dict[str, Any] = {}
+                for what in ("lower", "upper", "width"):
+                    entry[what], entry[f"{what}_replicas"] = _replica_spread([getattr(iv, what) for iv in ivs])
+                intervals.setdefault(method, {}).setdefault(lumi, {})[stat] = entry
+        for lumi, by_stat in result.equivalent.get(method, {}).items():
+            for stat in by_stat:
+                entry = {}
+                for what in EQUIVALENT_QUANTITIES:
+                    values = [result.equivalent[nm][lumi][stat].get(what) for nm in names]
+                    entry[what], entry[f"{what}_replicas"] = _replica_spread(values)
+                equivalent.setdefault(method, {}).setdefault(lumi, {})[stat] = entry
+    for name in replicas:
+        for table in (result.templates, result.intervals, result.curves, result.equivalent):
+            table.pop(name, None)
+    result.uncertainties = {
+        "replicas": n,
+        "how": "half the central 68 % range over Bayesian-bootstrap replicas of the selected templates (per-bin "
+        "Gamma(n)/n factors of the n MC events; selection fixed)",
+        "intervals": intervals,
+        "equivalent_luminosity": equivalent,
+    }
+
+
+def _jsonable_uncertainties(unc: dict) -> dict:
+    if not unc:
+        return {}
+    return {**unc, **{key: {m: {str(lumi): v for lumi, v in by_l.items()} for m, by_l in unc[key].items()}
+                      for key in ("intervals", "equivalent_luminosity")}}  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------------ dask tasks
 def _shared(config: ScanConfig, templates: dict[str, Templates]) -> dict:
     """What every task of one config needs (small: templates and settings); scattered once."""
@@ -274,6 +350,9 @@ def finish_point(shared: dict, method: str, lumi_ifb: float, nll: list[float], c
     found = intervals_at(
         shared["templates"][method], lumi_ifb, settings, grid_values={"twice_nll": nll_a, "cls": cls_a}
     )
+    intervals = {s: iv.to_dict() for s, iv in found.items()}
+    if REPLICA in method:  # a bootstrap replica contributes its bounds only, no curves to plot
+        return {"intervals": intervals, "curves": {}}
     model = KappaLikelihood(shared["templates"][method], lumi_ifb, shared["likelihood"])
     fine = np.linspace(grid[0], grid[-1], 10 * (grid.size - 1) + 1)
     curves: dict[str, Any] = {}
@@ -291,7 +370,7 @@ def finish_point(shared: dict, method: str, lumi_ifb: float, nll: list[float], c
             kappa_cls=kappa_cls.tolist(),
             cls=(cls_a if kappa_cls is grid else model.cls(fine)).tolist(),
         )
-    return {"intervals": {s: iv.to_dict() for s, iv in found.items()}, "curves": curves}
+    return {"intervals": intervals, "curves": curves}
 
 
 def evaluate_lumi_point(shared: dict, method: str, lumi_ifb: float, key: str) -> list[dict]:
@@ -327,6 +406,8 @@ def _settings_key(config: ScanConfig) -> dict:
 def _require_closed(result: ScanResult) -> None:
     """A bound the grid never reached is reported as such: exit 2 with one clear line, no invented bound."""
     for method, by_lumi in result.intervals.items():
+        if REPLICA in method:  # an open replica only widens its method's σ (counted in *_replicas)
+            continue
         for lumi, per in by_lumi.items():
             for stat, iv in per.items():
                 if not iv.pieces:  # a result, not an error: e.g. CLs with background-only data at high L
@@ -406,6 +487,7 @@ def run_scans(
         prepared = prepare_templates_batch(configs, runner)
         jobs = []
         for config, out, (templates, selection, norm) in zip(configs, outs, prepared, strict=True):
+            templates = _with_replicas(config, templates)
             result = ScanResult(kind, config, templates, {}, selection=selection, normalisation=norm)
             job = _Job(config, out, PointLog(out / "points.jsonl"), result)
             job.shared = runner.share(_shared(config, templates))
@@ -417,6 +499,8 @@ def run_scans(
         for job in jobs:
             _require_closed(job.result)
         _equivalent_phase(jobs, runner)
+    for job in jobs:
+        _fold_replicas(job.result)
     for i, job in enumerate(jobs):
         patch_dir = None
         if patchset_dir is not None:
@@ -518,10 +602,12 @@ def _equivalent_phase(jobs: list[_Job], runner: TaskRunner) -> None:
         if not ref:
             continue
         for method in job.result.templates:
-            if method == ref:
+            base, sep, replica = method.partition(REPLICA)
+            if base == ref:
                 continue
+            ref_name = ref + sep + replica  # a replica is compared with the same replica of the reference
             for lumi in job.config.luminosities:
-                for stat, interval in job.result.intervals[ref][lumi].items():
+                for stat, interval in job.result.intervals[ref_name][lumi].items():
                     for what in EQUIVALENT_QUANTITIES:
                         target = getattr(interval, what)
                         calls.append(
@@ -535,14 +621,14 @@ def _equivalent_phase(jobs: list[_Job], runner: TaskRunner) -> None:
                                 target_reason(interval, what, lumi),
                             )
                         )
-                        where.append((j, method, lumi, stat, what))
+                        where.append((j, method, ref_name, lumi, stat, what))
     solved = runner.map(equivalent_task, calls, description="equivalent luminosities")
     grouped: dict[tuple, dict[str, tuple]] = {}
-    for (j, method, lumi, stat, what), value in zip(where, solved, strict=True):
-        grouped.setdefault((j, method, lumi, stat), {})[what] = tuple(value)
-    for (j, method, lumi, stat), by_what in grouped.items():
+    for (j, method, ref_name, lumi, stat, what), value in zip(where, solved, strict=True):
+        grouped.setdefault((j, method, ref_name, lumi, stat), {})[what] = tuple(value)
+    for (j, method, ref_name, lumi, stat), by_what in grouped.items():
         res = jobs[j].result
-        ref_interval = res.intervals[jobs[j].config.equivalent_reference][lumi][stat]
+        ref_interval = res.intervals[ref_name][lumi][stat]
         res.equivalent.setdefault(method, {}).setdefault(lumi, {})[stat] = equivalent_entry(
             ref_interval, by_what
         )
@@ -609,8 +695,14 @@ def _fmt(x: float | None, digits: int = 2) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
 
+def _fmt_pm(x: float | None, err: float | None, digits: int = 2) -> str:
+    """x ± σ (bootstrap) when the scan ran replicas, else x."""
+    return _fmt(x, digits) if x is None or err is None else fmt_pm(x, err, digits)
+
+
 def format_interval_table(result: ScanResult, *, lumis: list[float] | None = None) -> str:
-    """Markdown in the note's shape: method × L × {PL, CLs} × {lower, upper, Δκλ} (Table 27)."""
+    """Markdown in the note's shape: method × L × {PL, CLs} × {lower, upper, Δκλ} (Table 27); ± σ from the
+    bootstrap replicas when the config asks for them."""
     stats = [s for s in ("pl", "cls") if s in result.config.statistics]
     names = {"pl": "PL", "cls": "CLs"}
     head = ["Method", "L (fb⁻¹)"] + [f"{names[s]} {c}" for s in stats for c in ("lower", "upper", "Δκλ")]
@@ -619,9 +711,11 @@ def format_interval_table(result: ScanResult, *, lumis: list[float] | None = Non
         by_lumi = result.intervals[spec.name]
         for lumi in lumis or sorted(by_lumi):
             cells = [spec.label, f"{lumi:g}"]
+            unc = result.uncertainties.get("intervals", {}).get(spec.name, {}).get(lumi, {})
             for s in stats:
-                iv = by_lumi[lumi][s]
-                cells += [_fmt(iv.lower), _fmt(iv.upper), _fmt(iv.width)]
+                iv, err = by_lumi[lumi][s], unc.get(s, {})
+                cells += [_fmt_pm(iv.lower, err.get("lower")), _fmt_pm(iv.upper, err.get("upper")),
+                          _fmt_pm(iv.width, err.get("width"))]
             rows.append("| " + " | ".join(cells) + " |")
     pieces = [
         f"{m} {lumi:g} fb⁻¹ {s.upper()}: " + ", ".join(f"[{_fmt(a)}, {_fmt(b)}]" for a, b in iv.pieces)
@@ -672,7 +766,9 @@ def format_equivalent_table(result: ScanResult) -> str:
                         notes.append(f"{label} at {lumi:g} fb⁻¹, {names[s]} by {labels[w]}: {why}")
                         cells.append(f"— ({len(notes)})")
                     else:
-                        cells.append(_fmt(value, 0))
+                        err = (result.uncertainties.get("equivalent_luminosity", {}).get(method, {})
+                               .get(lumi, {}).get(s, {}).get(w))  # fmt: skip
+                        cells.append(_fmt_pm(value, err, 0))
             rows.append("| " + " | ".join(cells) + " |")
     if notes:
         rows += ["", "No equivalent luminosity:", *[f"{i}. {n}" for i, n in enumerate(notes, 1)]]

@@ -274,13 +274,10 @@ def load_dnn_data(
 
 
 def _metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    from spanet2.training.metrics import accuracy, roc_auc
+    """ACC ± binomial σ and AUC ± DeLong σ (NaN for an absent class)."""
+    from spanet2.training.metrics import classification_metrics
 
-    both = len(np.unique(labels)) == 2
-    return {
-        "accuracy": float(accuracy(labels, scores)),
-        "auc": float(roc_auc(labels, scores)) if both else math.nan,
-    }
+    return {k: math.nan if v is None else float(v) for k, v in classification_metrics(labels, scores).items()}
 
 
 @torch.no_grad()

@@ -10,6 +10,7 @@ import numpy as np
 
 from spanet2.errors import DataError
 from spanet2.training.inference import load_run, predict_arrays
+from spanet2.uncertainty import fmt_pm
 
 __all__ = ["evaluate", "format_evaluation", "table_row", "finite_or_none"]
 
@@ -35,11 +36,14 @@ def evaluate(
     batch_size: int | None = None,
     event_file: str | os.PathLike | None = None,
     chunk_size: int = 65536,
+    per_event: bool = False,
 ) -> dict[str, Any]:
     """The `test` command's numbers for a run directory on a test file (the training file is not needed).
 
-    Returns {"n_events", "assignment_table" {row: {event_fraction, event_efficiency, higgs_efficiency}},
-    "accuracy", "auc", "pairing_efficiency_by_kappa" {κλ: eff}, "checkpoint", "test_file"}.
+    Returns {"n_events", "assignment_table" {row: {event_fraction, event_efficiency, higgs_efficiency and
+    their *_err σ}}, "accuracy", "accuracy_err", "auc", "auc_err" (DeLong), "pairing_efficiency_by_kappa"
+    {κλ: eff}, "pairing_by_kappa" {κλ: {efficiency, err, correct, events}}, "checkpoint", "test_file"};
+    per_event adds "events": per-event arrays (pairing_correct, two_higgs, kappa, labels, scores).
     """
     from spanet2.training import metrics as M
     from spanet2.training.dataset import iter_test_batches
@@ -74,19 +78,19 @@ def evaluate(
         "assignment_table": {row: table_row(table, row) for row in ("=4", "=5", ">=6", "Total")},
         "assignment_table_markdown": M.format_assignment_table(table),
     }
+    y = s = kappa = None
     if labels:
         y, s = np.concatenate(labels), np.concatenate(scores)
         valid = y >= 0
-        result["accuracy"] = finite_or_none(M.accuracy(y[valid], s[valid]))
-        result["auc"] = (
-            finite_or_none(M.roc_auc(y[valid], s[valid])) if len(np.unique(y[valid])) == 2 else None
-        )
+        result.update({k: finite_or_none(v) for k, v in M.classification_metrics(y[valid], s[valid]).items()})
     if kappas:
         kappa = np.concatenate(kappas)
-        by_kappa = M.pairing_efficiency_by_kappa(pred, target, kappa)
-        result["pairing_efficiency_by_kappa"] = {
-            f"{float(k):g}": finite_or_none(v) for k, v in by_kappa.items()
-        }
+        by_kappa = M.pairing_by_kappa_with_errors(pred, target, kappa)
+        result["pairing_efficiency_by_kappa"] = {k: finite_or_none(v["efficiency"]) for k, v in by_kappa.items()}
+        result["pairing_by_kappa"] = by_kappa  # with the Wilson σ and the counts
+    if per_event:  # not JSON: for paired comparisons on the same events
+        result["events"] = {"pairing_correct": M.higgs_correct(pred, target).all(axis=1),
+                            "two_higgs": (target >= 0).all(axis=1), "kappa": kappa, "labels": y, "scores": s}
     return result
 
 
@@ -100,11 +104,12 @@ def format_evaluation(result: dict[str, Any]) -> str:
     ]
     if "accuracy" in result:
         acc, auc = result["accuracy"], result.get("auc")
-        lines.append(f"ACC = {acc:.4f}" if acc is not None else "ACC = n/a")
-        lines.append(f"AUC = {auc:.4f}" if auc is not None else "AUC = n/a (one class only)")
+        lines.append(f"ACC = {fmt_pm(acc, result.get('accuracy_err'), 4)}" if acc is not None else "ACC = n/a")
+        lines.append(f"AUC = {fmt_pm(auc, result.get('auc_err'), 4)} (± DeLong σ)" if auc is not None
+                     else "AUC = n/a (one class only)")
         lines.append("")
-    if result.get("pairing_efficiency_by_kappa"):
-        lines += ["| kappa_lambda | pairing efficiency |", "|---:|---:|"]
-        for kappa, eff in result["pairing_efficiency_by_kappa"].items():
-            lines.append(f"| {kappa} | {eff:.4f} |" if eff is not None else f"| {kappa} | n/a |")
+    if result.get("pairing_by_kappa"):
+        lines += ["| kappa_lambda | pairing efficiency | 2h events |", "|---:|---:|---:|"]
+        for kappa, v in result["pairing_by_kappa"].items():
+            lines.append(f"| {kappa} | {fmt_pm(v['efficiency'], v['err'], 4)} | {v['events']} |")
     return "\n".join(lines) + "\n"

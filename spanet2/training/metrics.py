@@ -6,13 +6,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spanet2.uncertainty import binomial_error, delong, fmt_pm
+
 __all__ = [
     "AssignmentRow",
     "AssignmentTable",
     "assignment_table",
     "higgs_correct",
+    "pairing_by_kappa_with_errors",
+    "pairing_counts_by_kappa",
     "pairing_efficiency_by_kappa",
     "accuracy",
+    "classification_metrics",
     "roc_auc",
     "format_assignment_table",
     "ROW_LABELS",
@@ -23,12 +28,17 @@ ROW_LABELS = ("=4", "=5", ">=6", "Total")
 
 @dataclass(frozen=True)
 class AssignmentRow:
-    """One row of the assignment table; efficiencies are NaN when the row has no 2h event."""
+    """One row of the assignment table; efficiencies are NaN when the row has no 2h event. The *_err fields
+    are the 68 % statistical σ: Wilson for the fraction and the event efficiency, the per-event spread of the
+    found share (0, ½, 1) over √n for the Higgs efficiency (its two Higgs bosons are correlated)."""
 
     n_events: int  # 2h events in the row
     event_fraction: float
     event_efficiency: float
     higgs_efficiency: float
+    event_fraction_err: float = float("nan")
+    event_efficiency_err: float = float("nan")
+    higgs_efficiency_err: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,9 @@ class AssignmentTable:
                 "event_fraction": row.event_fraction,
                 "event_efficiency": row.event_efficiency,
                 "higgs_efficiency": row.higgs_efficiency,
+                "event_fraction_err": row.event_fraction_err,
+                "event_efficiency_err": row.event_efficiency_err,
+                "higgs_efficiency_err": row.higgs_efficiency_err,
             }
             for label, row in self.rows.items()
         }
@@ -98,24 +111,33 @@ def assignment_table(
     for label, in_bin in bins.items():
         chosen = full & in_bin
         count = int(chosen.sum())
+        nan = float("nan")
+        event_eff = higgs_eff = event_err = higgs_err = nan
         if count:
-            event_eff = float(found[chosen].all(axis=1).mean())
-            higgs_eff = float(found[chosen].mean())
-        else:
-            event_eff = higgs_eff = float("nan")
+            both = found[chosen].all(axis=1)
+            share = found[chosen].mean(axis=1)  # (n,) 0, ½ or 1
+            event_eff, higgs_eff = float(both.mean()), float(share.mean())
+            event_err = binomial_error(int(both.sum()), count)
+            spread = float(share.std(ddof=1)) / np.sqrt(count) if count > 1 else nan
+            # never below the Wilson width of 2n independent trials (the spread is 0 when every event agrees)
+            higgs_err = max(spread if np.isfinite(spread) else 0.0,
+                            binomial_error(int(round(found[chosen].sum())), 2 * count))
         rows[label] = AssignmentRow(
             n_events=count,
-            event_fraction=count / total if total else float("nan"),
+            event_fraction=count / total if total else nan,
             event_efficiency=event_eff,
             higgs_efficiency=higgs_eff,
+            event_fraction_err=binomial_error(count, total) if total else nan,
+            event_efficiency_err=event_err,
+            higgs_efficiency_err=higgs_err,
         )
     return AssignmentTable(rows=rows, n_total=total)
 
 
-def pairing_efficiency_by_kappa(
+def pairing_counts_by_kappa(
     pred: np.ndarray, target: np.ndarray, kappa: np.ndarray
-) -> dict[float, float]:
-    """Event efficiency of the 2h events at each κλ value: {κλ: fraction with both Higgs right}.
+) -> dict[float, tuple[int, int]]:
+    """At each κλ value: (2h events with both Higgs right, 2h events).
 
     pred, target (N, 4); kappa (N,) (NaN entries, e.g. background, are skipped).
     """
@@ -127,7 +149,22 @@ def pairing_efficiency_by_kappa(
     values, inverse = np.unique(kappa[full], return_inverse=True)
     n = np.bincount(inverse, minlength=len(values))
     hits = np.bincount(inverse, weights=correct[full].astype(np.float64), minlength=len(values))
-    return {float(k): float(h / c) for k, h, c in zip(values, hits, n, strict=True)}
+    return {float(k): (int(round(h)), int(c)) for k, h, c in zip(values, hits, n, strict=True)}
+
+
+def pairing_efficiency_by_kappa(
+    pred: np.ndarray, target: np.ndarray, kappa: np.ndarray
+) -> dict[float, float]:
+    """Event efficiency of the 2h events at each κλ value: {κλ: fraction with both Higgs right}."""
+    return {k: h / n for k, (h, n) in pairing_counts_by_kappa(pred, target, kappa).items()}
+
+
+def pairing_by_kappa_with_errors(pred: np.ndarray, target: np.ndarray, kappa: np.ndarray) -> dict[str, dict]:
+    """JSON-ready {"κλ": {"efficiency", "err" (Wilson 68 %), "correct", "events"}} for the 2h events."""
+    return {
+        f"{k:g}": {"efficiency": h / n, "err": binomial_error(h, n), "correct": h, "events": n}
+        for k, (h, n) in pairing_counts_by_kappa(pred, target, kappa).items()
+    }
 
 
 def accuracy(
@@ -162,6 +199,24 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray | None =
     return float((pos_by_score * (neg_below + 0.5 * neg_by_score)).sum() / (total_pos * total_neg))
 
 
+def classification_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float | None]:
+    """Unweighted ACC (threshold 0.5) ± binomial σ and AUC ± DeLong σ; AUC None when a class is absent."""
+    labels = np.asarray(labels).astype(bool)
+    acc = accuracy(labels, scores)
+    n = len(labels)
+    out: dict[str, float | None] = {
+        "accuracy": acc if n else None,
+        "accuracy_err": binomial_error(int(round(acc * n)), n) if n else None,
+        "auc": None,
+        "auc_err": None,
+    }
+    if len(np.unique(labels)) == 2:
+        auc, err = delong(labels, scores)
+        out["auc"] = roc_auc(labels, scores)
+        out["auc_err"] = err if np.isfinite(err) else None
+    return out
+
+
 def format_assignment_table(table: AssignmentTable, *, title: str | None = None) -> str:
     """Markdown table with the note's columns (event fraction, event efficiency, Higgs efficiency)."""
     lines = []
@@ -173,6 +228,8 @@ def format_assignment_table(table: AssignmentTable, *, title: str | None = None)
     ]
     for label, row in table.rows.items():
         lines.append(
-            f"| {label} | {row.event_fraction:.3f} | {row.event_efficiency:.3f} | {row.higgs_efficiency:.3f} |"
+            f"| {label} | {fmt_pm(row.event_fraction, row.event_fraction_err, 3)} | "
+            f"{fmt_pm(row.event_efficiency, row.event_efficiency_err, 3)} | "
+            f"{fmt_pm(row.higgs_efficiency, row.higgs_efficiency_err, 3)} |"
         )
     return "\n".join(lines)

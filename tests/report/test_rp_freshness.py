@@ -91,6 +91,8 @@ def test_study_fingerprints_follow_the_options_and_tune_files(tmp_path, monkeypa
         "test",
         "predict",
         "train_dnn",
+        "compare",
+        "scaling",
         "store",
         "scans",
         "lumi",

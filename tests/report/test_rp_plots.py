@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from spanet2.report.plots import binomial_uncertainty, pairing_efficiency_figure, plot_pairing_efficiency
+from spanet2.uncertainty import wilson_interval
 
 KAPPAS = (-5.0, 1.0, 5.0)
 CURVES = {
@@ -18,10 +19,15 @@ COUNTS = {-5.0: 400, 1.0: 100, 5.0: 25}
 
 
 def test_binomial_uncertainty_matches_the_formula_and_edges():
+    """Half the 68 % Wilson interval: ≈ √(ε(1−ε)/n) in the bulk, > 0 at ε = 0 or 1 (where √(ε(1−ε)/n) is 0,
+    which would claim a perfect measurement), 0 without events."""
     eff = np.array([0.5, 0.9, 0.0, 1.0, 0.3])
     n = np.array([100, 400, 50, 50, 0])
-    expected = [np.sqrt(0.25 / 100), np.sqrt(0.09 / 400), 0.0, 0.0, 0.0]
-    np.testing.assert_allclose(binomial_uncertainty(eff, n), expected, rtol=1e-12)
+    got = binomial_uncertainty(eff, n)
+    np.testing.assert_allclose(got[:2], [np.sqrt(0.25 / 100), np.sqrt(0.09 / 400)], rtol=0.01)
+    # Wilson at k = 0, z = 1: the interval is [0, 1/(n + 1)], half-width 1/(2(n + 1))
+    np.testing.assert_allclose(got[2:4], [1 / (2 * 51), 1 / (2 * 51)], rtol=1e-9)
+    assert got[4] == 0.0
 
 
 def test_pairing_efficiency_figure_in_the_fields_style():
@@ -42,7 +48,10 @@ def test_pairing_efficiency_figure_in_the_fields_style():
     bars = containers[1].lines[2][0]
     half_lengths = [abs(seg[1][1] - seg[0][1]) / 2 for seg in bars.get_segments()]
     values = np.array([CURVES["spanet2"][k] for k in KAPPAS])
-    np.testing.assert_allclose(half_lengths, np.sqrt(values * (1 - values) / np.array([400, 100, 25])), rtol=1e-9)
+    n = np.array([400, 100, 25])
+    lo, hi = wilson_interval(np.round(values * n), n)  # the 68 % Wilson interval's half-width
+    np.testing.assert_allclose(half_lengths, (hi - lo) / 2, rtol=1e-9)
+    np.testing.assert_allclose(half_lengths, np.sqrt(values * (1 - values) / n), rtol=0.03)  # ≈ the normal σ
 
 
 def test_pairing_efficiency_without_counts_has_no_error_bars_and_writes_png_pdf(tmp_path):

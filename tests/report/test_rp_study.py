@@ -24,7 +24,7 @@ def test_tiny_study_end_to_end_then_skip_then_rescan(tmp_path, run_cli):
     out = tmp_path / "study"
     rc, stdout, stderr = run_cli("study", TINY, "--output", out)
     assert rc == 0, stderr
-    assert len(_ran(stdout)) == 16
+    assert len(_ran(stdout)) == 18
     report = (out / "report.md").read_text()
     for heading in ("## 1. Samples", "## 2. Jet assignment", "Pairing efficiency by κλ", "## 3. Classification",
                     "## 5. κλ constraints", "### 13TeV", "### 14TeV", "Equivalent luminosity",
@@ -42,12 +42,13 @@ def test_tiny_study_end_to_end_then_skip_then_rescan(tmp_path, run_cli):
     assert "h1_mass" in pca["feature_names"] and len(pca["explained_variance_ratio"]) == 10
     # every stage records its wall time
     walls = {p.stem: json.loads(p.read_text())["wall_s"] for p in (out / "stages").glob("*.json")}
-    assert len(walls) == 16 and all(w >= 0 for w in walls.values())
+    assert len(walls) == 18 and all(w >= 0 for w in walls.values())
+    _check_numbers(out, report)
 
     # an immediate rerun skips everything
     rc, stdout, _ = run_cli("study", TINY, "--output", out)
     assert rc == 0 and _ran(stdout) == []
-    assert stdout.count("up to date, skipped") == 16
+    assert stdout.count("up to date, skipped") == 18
 
     # new luminosities rerun only the scan stages (and the report that shows them)
     cfg = yaml.safe_load(TINY.read_text())
@@ -58,6 +59,46 @@ def test_tiny_study_end_to_end_then_skip_then_rescan(tmp_path, run_cli):
     assert rc == 0, stderr
     assert _ran(stdout) == ["scans", "lumi", "report"]
     assert "| 139 |" in (out / "report.md").read_text()
+
+
+def _check_numbers(out: Path, report: str) -> None:
+    """The report's figures are finite and sane, with uncertainties that are > 0 and shrink with the sample."""
+    from spanet2.report.study import _generated_sigma_terms
+
+    res = out / "results"
+    test = json.loads((res / "test.json").read_text())
+    dnn = json.loads((res / "dnn.json").read_text())
+    assert 0.5 < dnn["dnn_min_dr"]["auc"] < 1 and 0 < dnn["dnn_min_dr"]["auc_err"] < 0.1
+    spanet = test["spanet2"]["classification"]
+    assert 0 < spanet["auc"] < 1 and 0 < spanet["auc_err"] < 0.1
+    # pairing σ: Wilson, > 0, and smaller on the larger pairing test set (same κλ, same untrained min-ΔR)
+    small, large = test["min_dr"]["mixing"]["pairing_by_kappa"], test["min_dr"]["pairing"]["pairing_by_kappa"]
+    for k in ("-5", "1", "5"):
+        assert large[k]["events"] > 2 * small[k]["events"]
+        assert 0 < large[k]["err"] < small[k]["err"]
+        assert 0 <= large[k]["efficiency"] <= 1
+    # background-only Asimov data: the PL interval holds the minimum of σ(κλ) (the signal-poorest point)
+    t0, t1, t2 = _generated_sigma_terms(13.0)
+    kappa_min = -t1 / (2 * t2)
+    for point in ("13TeV", "14TeV"):
+        scan = json.loads((out / "scans" / point / "results.json").read_text())
+        for method, by_lumi in scan["intervals"].items():
+            for lumi, per in by_lumi.items():
+                pl = per["pl"]
+                assert pl["lower"] < kappa_min < pl["upper"], (point, method, lumi, pl, kappa_min)
+                sigma = scan["uncertainties"]["intervals"][method][lumi]["pl"]
+                assert sigma["width"] is not None and sigma["width"] > 0
+        for method, by_lumi in scan["equivalent_luminosity"].items():
+            for lumi, per in by_lumi.items():
+                value = per["pl"]["width"]
+                assert value is not None and np.isfinite(value) and value > 0, (point, method, lumi, per)
+    compare = json.loads((res / "compare.json").read_text())
+    for c in compare["pairing"]["spanet2_vs_min_dr"]["by_kappa"].values():
+        assert c["sigma"] > 0 and ("not resolved at this sample size" in c["statement"]) == (not c["resolved"])
+    scaling = json.loads((res / "scaling.json").read_text())
+    assert [p["fraction"] for p in scaling["points"]["dnn_min_dr"]] == [0.5, 1.0]
+    assert " ± " in report and "four-tag pass rate" in report and "Does mixing-κλ SPANet2 beat" in report
+    assert "figures/scaling.png" in report and (out / "figures" / "scaling.pdf").exists()
 
 
 def test_stage_runner_fingerprints_and_from(tmp_path):
@@ -101,6 +142,12 @@ def test_stage_runner_fingerprints_and_from(tmp_path):
         (lambda c: c["models"]["spanet2"].update(options="configs/options/missing.json"), "models.spanet2.options"),
         (lambda c: c["scans"]["points"][0].update(luminosities=[-1]), "scans.points[0].luminosities"),
         (lambda c: c["scans"]["points"][0].update(sqrt_s_tev=8), "scans.points[0].sqrt_s_tev"),
+        (lambda c: c["data"].update(test_fraction=1.5), "data.test_fraction"),
+        (lambda c: c["data"].update(pairing_test={"kappa": [1]}), "data.pairing_test"),
+        (lambda c: c["data"].update(pairing_test={"kappa": [1], "signal_per_kappa": -4}),
+         "data.pairing_test.signal_per_kappa"),
+        (lambda c: c["scaling"].update(fractions=[0.5, 2.0]), "scaling.fractions"),
+        (lambda c: c["scaling"].update(models=["kappa5"]), "scaling.models"),
     ],
 )
 def test_bad_study_config_exit_2_one_line(tmp_path, run_cli, mutate, key):

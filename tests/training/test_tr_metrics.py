@@ -83,8 +83,18 @@ def test_assignment_table_by_hand():
     assert rows["Total"].event_efficiency == 0.5 and rows["Total"].higgs_efficiency == pytest.approx(5 / 8)
     with_total = assignment_table(pred, target, n_jets, n_total=12)
     assert with_total.rows["Total"].event_fraction == pytest.approx(4 / 12)
+    # σ: Wilson for the fraction and event efficiency; per-event found share (1, ½ here) spread / √n for the Higgs
+    from spanet2.uncertainty import binomial_error
+
+    assert rows["=4"].event_fraction_err == pytest.approx(binomial_error(2, 6))
+    assert rows["=4"].event_efficiency_err == pytest.approx(binomial_error(1, 2))
+    assert rows["=4"].higgs_efficiency_err == pytest.approx(max(np.std([1, 0.5], ddof=1) / np.sqrt(2),
+                                                                binomial_error(3, 4)))
+    assert rows["=5"].higgs_efficiency_err == pytest.approx(binomial_error(0, 2))  # one event: no spread
     text = format_assignment_table(table)
-    assert "| =4 | 0.333 | 0.500 | 0.750 |" in text and text.count("\n") == 5
+    expected = (f"| =4 | {2 / 6:.3f} ± {binomial_error(2, 6):.3f} | 0.500 ± {binomial_error(1, 2):.3f} | "
+                f"0.750 ± {rows['=4'].higgs_efficiency_err:.3f} |")
+    assert expected in text and text.count("\n") == 5
     assert table.as_dict()["Total"]["n_events"] == 4
 
 
