@@ -31,7 +31,17 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 _TOP_KEYS = {"output", "seed", "workers", "data", "models", "repeats", "tune", "scans", "report", "scaling"}
-_MODEL_KEYS = {"spanet2", "kappa5", "assignment_off", "dnn_min_dr", "dnn_spanet2", "dnn_kappa5"}
+# the study's models and their kind (training/kinds.py): how each is trained, evaluated and predicted
+_MODEL_KINDS = {"spanet2": "spanet2", "kappa5": "spanet2", "assignment_off": "spanet2", "dnn_min_dr": "dnn",
+                "dnn_spanet2": "dnn", "dnn_kappa5": "dnn"}
+_MODEL_KEYS = set(_MODEL_KINDS)
+
+
+def model_kind(model: str):
+    """The registered kind (training/kinds.py) of one of the study's models."""
+    from spanet2.training.kinds import get_kind
+
+    return get_kind(_MODEL_KINDS[model], flag=f"models.{model}")
 
 
 # ------------------------------------------------------------------------------------------- config
@@ -134,13 +144,14 @@ def smoke_config(cfg: dict) -> dict:
         cfg["data"]["pairing_test"]["signal_per_kappa"] = min(int(cfg["data"]["pairing_test"]["signal_per_kappa"]),
                                                               _SMOKE_DATA["signal_per_kappa"])
     for name, spec in cfg["models"].items():
-        spec["epochs"] = 2 if name.startswith("dnn") else 1
-        if not name.startswith("dnn"):
+        pairs_jets = model_kind(name).pairs_jets
+        spec["epochs"] = 1 if pairs_jets else 2
+        if pairs_jets:
             for key, cap in _SMOKE_NETWORK.items():
                 spec[key] = min(int(spec.get(key, cap)), cap)
     if cfg.get("repeats"):
         models = cfg["repeats"].get("models", ["spanet2", "dnn_min_dr"])
-        dnns = [m for m in models if m.startswith("dnn")]
+        dnns = [m for m in models if not model_kind(m).pairs_jets]
         cfg["repeats"].update(n=min(int(cfg["repeats"].get("n", 2)), 2), models=dnns or models)
     for spec in (cfg.get("tune") or {}).values():
         spec.update(num_samples=1, epochs=1, max_concurrent_trials=1)
@@ -468,7 +479,7 @@ def _stage_scaling(ctx: StudyContext) -> dict:
         n = _subset_file(train_file, sub, fraction)
         for model in models:
             name = f"{model}_{fraction:g}"
-            if model == "spanet2":
+            if model_kind(model).pairs_jets:
                 run = _train_spanet(ctx, model, sub, log_dir=ctx.out / "scaling", name=name)["run_dir"]
                 ev = evaluate(run, test_file)
                 pair = evaluate(run, pair_file)["assignment_table"]["Total"]
@@ -570,51 +581,42 @@ def _stage_repeats(ctx: StudyContext) -> dict:
         log.warning("repeats.epochs is ignored: every repeated model trains for its own epochs (models.<name>)")
     for model in rep.get("models", ["spanet2", "dnn_min_dr"]):
         spec = ctx.cfg["models"][model]
-        is_dnn = model.startswith("dnn")
-        pairing = "min-dr"
-        if is_dnn and _DNN_PAIRING[model]:
-            pairing = str(ctx.out / "predictions" / f"{_DNN_PAIRING[model]}_train.h5")
-        if is_dnn and pairing != "min-dr":
+        kind = model_kind(model)
+        if _DNN_PAIRING.get(model):
             continue  # a DNN on SPANet2 pairings needs per-seed predictions of the test set too: not repeated
         # the stage reruns only when its inputs changed: seeds finished under the old inputs must not be reused
         shutil.rmtree(ctx.out / "repeats" / model, ignore_errors=True)
-        options_file = _effective_options_file(ctx, model, spec, is_dnn)
+        options_file = _effective_options_file(ctx, model, spec)
         result = run_repeats(options_file, n=n, log_dir=ctx.out / "repeats", name=model,
-                             event_file=None if is_dnn else str(ctx.event_file),
+                             event_file=str(ctx.event_file) if kind.uses_event_file else None,
                              training_file=str(ctx.data("classification_train.h5")),
                              testing_file=str(ctx.data("classification_test.h5")), seed=ctx.seed,
                              epochs=None,  # the model's own epochs: the overrides are in options_file
-                             model="dnn" if is_dnn else "spanet2", pairing=pairing,
-                             address=ctx.ray_address, num_cpus=ctx.workers)
-        summary[model] = {**result.summary, "epochs": _max_epochs(options_file, is_dnn)}
+                             model=kind.name, pairing="min-dr", address=ctx.ray_address, num_cpus=ctx.workers)
+        summary[model] = {**result.summary, "epochs": _max_epochs(options_file)}
     path = _write_json(ctx.out / "results" / "repeats.json", summary)
     outputs.append(ctx.rel(path))
     return {"outputs": outputs}
 
 
-def _max_epochs(options_file: Path, is_dnn: bool) -> int:
+def _max_epochs(options_file: Path) -> int:
     """The epochs a model trains for at most (early stopping may end it sooner)."""
     return int(json.loads(Path(options_file).read_text())["epochs"])
 
 
-def _effective_options_file(ctx: StudyContext, model: str, spec: dict, is_dnn: bool) -> Path:
+def _effective_options_file(ctx: StudyContext, model: str, spec: dict) -> Path:
     """The model's options file with the study config's overrides applied, saved under <out>/repeats/."""
+    kind = model_kind(model)
     changes = {k: v for k, v in spec.items() if k != "options"}
     path = ctx.path("repeats", f"{model}_options.json")
-    if is_dnn:
-        from spanet2.training.dnn import load_dnn_options, save_dnn_options
-
-        save_dnn_options(load_dnn_options(_resolve(spec["options"])).replace(**changes), path)
-    else:
-        from spanet2.training.options import load_options, save_options
-
-        save_options(load_options(_resolve(spec["options"])).replace(**changes), path)
+    kind.save_options(kind.load_options(_resolve(spec["options"])).replace(**changes), path)
     return path
 
 
 def _stage_tune(ctx: StudyContext) -> dict:
     from spanet2.hpc.search_space import load_search_config
     from spanet2.hpc.tune import run_search
+    from spanet2.training.kinds import get_kind
 
     tune = ctx.cfg.get("tune") or {}
     outputs = []
@@ -624,7 +626,7 @@ def _stage_tune(ctx: StudyContext) -> dict:
                    "epochs": int(spec.get("epochs", config.epochs)),
                    "max_concurrent_trials": int(spec.get("max_concurrent_trials", min(2, ctx.workers))),
                    "training_file": str(ctx.data("classification_train.h5")), "seed": ctx.seed}
-        if config.model == "spanet2":
+        if get_kind(config.model).uses_event_file:
             changes["event_file"] = str(ctx.event_file)
         if spec.get("overrides"):  # fixed options for every trial (e.g. a batch size that fits the machine)
             changes["overrides"] = {**config.overrides, **spec["overrides"]}
