@@ -97,36 +97,42 @@ def plot_mass_planes(
     Unweighted event counts of `sample` (no selection), h1 = higher-pT candidate. Events without a valid
     pairing (NaN masses) are left out. Returns the PNG and PDF paths.
     """
+    import matplotlib
     import mplhep
 
     store = _store(store)
     methods = _methods(store, methods, sample)
     edges = np.linspace(*mass_range, bins + 1)
-    fig = Figure(figsize=(13, 5.2 * len(methods)))
-    axes = fig.subplots(len(methods), 2, squeeze=False)
-    for row, method in enumerate(methods):
-        masses = _feature_columns(store, sample, method, ("h1_mass", "h2_mass"))
-        masses = masses[np.isfinite(masses).all(axis=1)]
-        plane, _, _ = np.histogram2d(masses[:, 0], masses[:, 1], bins=[edges, edges])
-        # pcolormesh + fig.colorbar rather than mplhep.hist2dplot, which draws through pyplot's global figure
-        mesh = axes[row, 0].pcolormesh(
-            edges, edges, plane.T, cmap="viridis"
-        )  # plane[i, j]: (m_h1 bin, m_h2 bin)
-        fig.colorbar(mesh, ax=axes[row, 0], label="events")
-        axes[row, 0].set_xlabel(r"$m_{h_1}$ [GeV]")
-        axes[row, 0].set_ylabel(r"$m_{h_2}$ [GeV]")
-        axes[row, 0].set_title(f"{sample}: {PAIRING_LABELS.get(method, method)} pairing", fontsize=12)
-        for i, label in enumerate((r"$h_1$", r"$h_2$")):
-            counts, _ = np.histogram(masses[:, i], bins=edges)
-            mplhep.histplot(counts, edges, ax=axes[row, 1], label=label, color=_COLOURS[i], histtype="fill" if i == 0
-                            else "step", alpha=0.6 if i == 0 else 1.0, linewidth=2)  # fmt: skip
-        axes[row, 1].axvline(125.0, color="k", linestyle=":", linewidth=1)
-        axes[row, 1].set_xlabel("Higgs-candidate mass [GeV]")
-        axes[row, 1].set_ylabel("events / bin")
-        axes[row, 1].set_title(f"{sample}: {PAIRING_LABELS.get(method, method)} ({len(masses)} events)", fontsize=12)
-        axes[row, 1].legend()
-    fig.tight_layout()
-    return save_figure(fig, out_stem)
+    sqrt_s = store.attrs.get("sqrt_s_tev")
+    with matplotlib.rc_context(mplhep.style.ATLAS):
+        fig = Figure(figsize=(13, 5.2 * len(methods)))
+        axes = fig.subplots(len(methods), 2, squeeze=False)
+        for row, method in enumerate(methods):
+            masses = _feature_columns(store, sample, method, ("h1_mass", "h2_mass"))
+            masses = masses[np.isfinite(masses).all(axis=1)]
+            plane, _, _ = np.histogram2d(masses[:, 0], masses[:, 1], bins=[edges, edges])
+            # pcolormesh + fig.colorbar rather than mplhep.hist2dplot, which draws through pyplot's global figure
+            mesh = axes[row, 0].pcolormesh(edges, edges, plane.T, cmap="viridis")  # plane[i, j]: (m_h1, m_h2 bin)
+            fig.colorbar(mesh, ax=axes[row, 0], label="events")
+            axes[row, 0].set_xlabel(r"$m_{h_1}$ [GeV]")
+            axes[row, 0].set_ylabel(r"$m_{h_2}$ [GeV]")
+            axes[row, 0].set_title(f"{sample}: {PAIRING_LABELS.get(method, method)} pairing", fontsize=12, pad=24)
+            for i, label in enumerate((r"$h_1$", r"$h_2$")):
+                counts, _ = np.histogram(masses[:, i], bins=edges)
+                # Poisson error bars (√N) on the step histogram
+                mplhep.histplot(counts, edges, ax=axes[row, 1], label=label, color=_COLOURS[i],
+                                histtype="fill" if i == 0 else "step",
+                                yerr=None if i == 0 else np.sqrt(counts), alpha=0.6 if i == 0 else 1.0,
+                                linewidth=2)  # fmt: skip
+            axes[row, 1].axvline(125.0, color="k", linestyle=":", linewidth=1)
+            axes[row, 1].set_xlabel("Higgs-candidate mass [GeV]")
+            axes[row, 1].set_ylabel("events / bin")
+            axes[row, 1].set_title(f"{sample}: {PAIRING_LABELS.get(method, method)} ({len(masses)} events)",
+                                   fontsize=12, pad=24)  # fmt: skip
+            axes[row, 1].legend(fontsize=12, frameon=False)
+            _experiment_label(axes[row, 1], sqrt_s_tev=float(sqrt_s) if sqrt_s is not None else None)
+        fig.tight_layout()
+        return save_figure(fig, out_stem)
 
 
 def signal_weight(store: EventStore, kappa: float, sample: str = "signal") -> np.ndarray:
