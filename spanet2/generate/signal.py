@@ -26,6 +26,7 @@ __all__ = [
     "generate_signal_partons",
     "signal_cross_section",
     "signal_cross_section_terms",
+    "generator_sigma_terms",
     "differential_terms",
     "factorisation_scale",
     "SignalSampler",
@@ -198,6 +199,14 @@ def signal_cross_section_terms(
     mean = sums / n_points
     cov = (sums2 / n_points - np.outer(mean, mean)) / n_points
     return mean, cov
+
+
+@lru_cache(maxsize=4)
+def generator_sigma_terms(sqrt_s_tev: float) -> tuple[float, float, float]:
+    """The generator's own inclusive LO σ(gg → HH; κλ) terms (fb, before BR) that its signal weights follow: the
+    400,000-point integral at seed 0, recorded in every signal file as the `sigma_terms_fb` attribute."""
+    terms, _ = signal_cross_section_terms(float(sqrt_s_tev), n_points=400_000, seed=0)
+    return tuple(float(t) for t in terms)
 
 
 def signal_cross_section(

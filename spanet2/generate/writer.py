@@ -471,7 +471,14 @@ def _take(events: dict[str, np.ndarray], idx: np.ndarray, weight_scale: float = 
 
 def _attrs(options: dict[str, Any], samples: Sequence[SampleResult], events: dict[str, np.ndarray]) -> dict:
     is_sig = events[TRUTH_PROCESS_PATH] == 1
+    extra = {}
+    if any(s.info.get("process") == "signal" for s in samples):
+        from spanet2.generate.signal import generator_sigma_terms
+
+        # σ(κλ) = s0 + κλ s1 + κλ² s2 (fb, before BR) of the generator: the scans' `generated_curve: store`
+        extra["sigma_terms_fb"] = list(generator_sigma_terms(float(options["sqrt_s_tev"])))
     return {
+        **extra,
         "sqrt_s_tev": float(options["sqrt_s_tev"]),
         "lumi_unit": "fb",
         "seed": int(options["seed"]),

@@ -327,9 +327,12 @@ def _write(
                 writer.append_by_label(labels, columns, signal_only=("kappa_terms",))
                 bar.update(task, advance=chunk.stop - chunk.start)
         counts, weight_sums = dict(writer.n_events), dict(writer.sum_weight)
+        terms = _sigma_terms(sources)
         for sample, count in counts.items():
+            extra = {"sigma_terms_fb": terms} if sample == "signal" and terms is not None else {}
             writer.set_sample_attrs(sample, {"n_events": count, "sum_weight": weight_sums[sample],
-                                             "cross_section_fb": weight_sums[sample], "feature_names": list(names)})  # fmt: skip
+                                             "cross_section_fb": weight_sums[sample], "feature_names": list(names),
+                                             **extra})  # fmt: skip
     for name, n_bad in invalid.items():
         if n_bad:
             logger.warning(
@@ -337,6 +340,17 @@ def _write(
             )
     return {"output": str(out_path), "events": counts, "cross_section_fb": weight_sums,
             "methods": [m.name for m in specs], "features": list(names), "invalid_pairings": invalid}  # fmt: skip
+
+
+def _sigma_terms(sources: list[_Source]) -> list[float] | None:
+    """The generator's σ(κλ) terms (`sigma_terms_fb`) the signal inputs record, when they all record the same."""
+    found = {tuple(np.asarray(s.h5.attrs["sigma_terms_fb"], dtype=float).tolist()) for s in sources
+             if "sigma_terms_fb" in s.h5.attrs}  # fmt: skip
+    if len(found) != 1:
+        if len(found) > 1:
+            logger.warning("the inputs record different sigma_terms_fb %s: none carried to the store", sorted(found))
+        return None
+    return list(found.pop())
 
 
 def _chunk_columns(source: _Source, chunk: hl.JetChunk) -> tuple[dict[str, np.ndarray], np.ndarray]:

@@ -7,7 +7,6 @@ unchanged (`spanet2.report.stages`). `--from STAGE` reruns from a stage.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import shutil
@@ -672,10 +671,16 @@ def _stage_store(ctx: StudyContext) -> dict:
     sqrt_s = float(ctx.cfg["data"].get("sqrt_s_tev", 13))
     build_store(out, [StoreInput(str(ctx.data("classification_test.h5")))], methods, sqrt_s_tev=sqrt_s,
                 overwrite=True)
-    # the generator's own σ(κλ) terms travel with the store, so `generated_curve: store` scans work on it
-    import zarr
+    # the generator records its σ(κλ) terms in the event files and the store builder carries them; files written
+    # before it did (spanet2 < 0.3) get them here, once
+    from spanet2.events.store import open_store
 
-    zarr.open_group(str(out / "signal"), mode="r+").attrs["sigma_terms_fb"] = list(_generated_sigma_terms(sqrt_s))
+    if "sigma_terms_fb" not in open_store(out).sample_attrs("signal"):
+        import zarr
+
+        from spanet2.generate.signal import generator_sigma_terms
+
+        zarr.open_group(str(out / "signal"), mode="r+").attrs["sigma_terms_fb"] = list(generator_sigma_terms(sqrt_s))
     return {"outputs": ["events.zarr"], "methods": methods}
 
 
@@ -697,7 +702,7 @@ def _scan_config(ctx: StudyContext, point: dict, name: str, *, lumi_scan: list[f
         # the generated (LO, 13 TeV) signal is scaled term by term to the LHC HH WG NNLO-FTapprox curve;
         # at 14 TeV that curve is rescaled by the SM 14/13 ratio — the study's method
         "signal": {"sample": "signal", "normalisation": "reference", "reference_curve": "lhchwg_nnlo_13",
-                   "generated_curve": list(_generated_sigma_terms(float(ctx.cfg["data"].get("sqrt_s_tev", 13))))},
+                   "generated_curve": "store"},  # the generator's σ(κλ) terms, recorded in the store
         "selection": scans.get("selection", {}),
         "equivalent_luminosity": {"reference": "spanet2"} if "spanet2" in [m["name"] for m in methods] else None,
         "seed": ctx.seed,
@@ -710,15 +715,6 @@ def _scan_config(ctx: StudyContext, point: dict, name: str, *, lumi_scan: list[f
     if lumi_scan is not None:
         raw["lumi_scan"] = [float(x) for x in lumi_scan]
     return raw
-
-
-@functools.lru_cache(maxsize=4)
-def _generated_sigma_terms(sqrt_s_tev: float) -> tuple[float, float, float]:
-    """The generator's own inclusive LO σ(gg→HH; κλ) terms (fb), which the store's signal weights follow."""
-    from spanet2.generate.signal import signal_cross_section_terms
-
-    terms, _ = signal_cross_section_terms(sqrt_s_tev, n_points=400_000, seed=0)
-    return tuple(float(t) for t in terms)
 
 
 def _stage_scans(ctx: StudyContext) -> dict:

@@ -63,7 +63,10 @@ def test_tiny_study_end_to_end_then_skip_then_rescan(tmp_path, run_cli):
 
 def _check_numbers(out: Path, report: str) -> None:
     """The report's figures are finite and sane, with uncertainties that are > 0 and shrink with the sample."""
-    from spanet2.report.study import _generated_sigma_terms
+    import h5py
+
+    from spanet2.events.store import open_store
+    from spanet2.generate.signal import generator_sigma_terms
 
     res = out / "results"
     test = json.loads((res / "test.json").read_text())
@@ -78,7 +81,13 @@ def _check_numbers(out: Path, report: str) -> None:
         assert 0 < large[k]["err"] < small[k]["err"]
         assert 0 <= large[k]["efficiency"] <= 1
     # background-only Asimov data: the PL interval holds the minimum of σ(κλ) (the signal-poorest point)
-    t0, t1, t2 = _generated_sigma_terms(13.0)
+    # the generator records its σ(κλ) terms in the event file, and the store carries them (no recomputation)
+    with h5py.File(out / "data" / "classification_test.h5", "r") as f:
+        recorded = np.asarray(f.attrs["sigma_terms_fb"], dtype=float)
+    assert recorded == pytest.approx(generator_sigma_terms(13.0), rel=1e-12)
+    carried = open_store(out / "events.zarr").sample_attrs("signal")["sigma_terms_fb"]
+    assert np.asarray(carried, dtype=float) == pytest.approx(recorded, rel=1e-12)
+    t0, t1, t2 = recorded
     kappa_min = -t1 / (2 * t2)
     for point in ("13TeV", "14TeV"):
         scan = json.loads((out / "scans" / point / "results.json").read_text())
