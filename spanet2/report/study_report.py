@@ -45,15 +45,6 @@ def _load(path: Path) -> Any:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _f(x: Any, digits: int = 3) -> str:
-    if x is None:
-        return "—"
-    try:
-        return f"{float(x):.{digits}f}"
-    except (TypeError, ValueError):
-        return str(x)
-
-
 def _v(entry: dict, key: str, digits: int = 3) -> str:
     """entry[key] ± entry[key_err] (the statistical σ the results carry)."""
     return fmt_pm(entry.get(key), entry.get(f"{key}_err"), digits)
