@@ -243,7 +243,7 @@ def _experiment_label(ax, *, sqrt_s_tev: float | None, lumi_ifb: float | None = 
     if lumi_ifb is not None:
         right.append(f"{lumi_ifb:g} fb$^{{-1}}$")
     if sqrt_s_tev is not None:
-        right.append(rf"$\sqrt{{s}}$ = {sqrt_s_tev:g} TeV")
+        right.append(f"√s = {sqrt_s_tev:g} TeV")  # the glyph: mathtext's sqrt has no radical in the style's font
     mplhep.label.exp_label(exp="SPANet2", llabel="Simulation", rlabel=", ".join(right) or None, ax=ax,
                            fontsize=13)  # fmt: skip
 

@@ -748,16 +748,19 @@ def _constraint_comparison(result: Any, where: str, *, intervals: bool = True, o
         return []
     rows = []
     names = {"pl": "PL", "cls": "CLs"}
-    if intervals:
-        for lumi, per in sorted(result.intervals[ours].items()):
+    # SPANet2's own score, and SPANet2's pairing + DNN (the note's "SPANet + DNN" rows), where scanned
+    contenders = [(m, label) for m, label in ((ours, "SPANet2"), (f"{ours}_dnn", "SPANet2 + DNN"))
+                  if m in result.intervals] if intervals else []
+    for method, label in contenders:
+        for lumi, per in sorted(result.intervals[method].items()):
             for stat, iv in per.items():
                 other = result.intervals[baseline][lumi][stat]
-                sa = unc["intervals"][ours][lumi][stat].get("width")
+                sa = unc["intervals"][method][lumi][stat].get("width")
                 sb = unc["intervals"][baseline][lumi][stat].get("width")
                 if iv.width is None or other.width is None or sa is None or sb is None:
                     continue
                 verdict = compare(iv.width - other.width, float(np.hypot(sa, sb)), higher_is_better=False)
-                rows.append({"quantity": f"{names[stat]} Δκλ at {lumi:g} fb⁻¹, {where}", **verdict})
+                rows.append({"quantity": f"{names[stat]} Δκλ of {label} at {lumi:g} fb⁻¹, {where}", **verdict})
     for lumi, per in sorted((result.equivalent.get(baseline) or {}).items()):
         for stat, entry in per.items():
             value = entry.get("width")

@@ -149,11 +149,14 @@ def _comparisons(compare: dict | None, scans: dict, lumi: dict) -> list[str]:
         who = "SPANet2" if name.startswith("spanet2_vs") else "SPANet2 + DNN"
         lines.append(f"| test AUC, {who} ({c['auc']:.3f}) vs min-ΔR + DNN ({c['reference_auc']:.3f}) | "
                      f"{fmt_pm(c['difference'], c['sigma'], 3)} | {c['statement']} |")
-    for tables in scans.values():
-        for row in tables.get("comparison") or []:
-            lines.append(f"| {row['quantity']} | {fmt_pm(row['difference'], row['sigma'], 2)} | {row['statement']} |")
-    for row in lumi.get("comparison") or []:
-        lines.append(f"| {row['quantity']} | {fmt_pm(row['difference'], row['sigma'], 0)} | {row['statement']} |")
+    seen = set()  # the lumi stage's reference point repeats a scans point: one row each
+    for rows in [t.get("comparison") or [] for t in scans.values()] + [lumi.get("comparison") or []]:
+        for row in rows:
+            if row["quantity"] not in seen:
+                seen.add(row["quantity"])
+                digits = 0 if "equivalent luminosity" in row["quantity"] else 2  # fb⁻¹ vs κλ units
+                lines.append(f"| {row['quantity']} | {fmt_pm(row['difference'], row['sigma'], digits)} "
+                             f"| {row['statement']} |")
     return lines + [""]
 
 
@@ -273,7 +276,7 @@ def write_report(ctx: Any) -> list[Path]:
     scans = _load(res / "scans.json") or {}
     md += ["## 5. κλ constraints (note Tables 9, 11, 14, 16, 17, 19, 21, 23, 26, 27)", ""]
     for name, tables in scans.items():
-        md += [f"### {name}", "", tables.get("intervals", "").strip(), ""]
+        md += [f"### {name.replace('TeV', ' TeV')}", "", tables.get("intervals", "").strip(), ""]
         if tables.get("equivalent"):
             md += ["Equivalent luminosity (note Tables 17, 28):", "", tables["equivalent"].strip(), ""]
     lumi = _load(res / "lumi.json") or {}
