@@ -81,7 +81,9 @@ def _trained(run_dir: Path) -> str:
         return "—"
     best = min(rows, key=lambda r: r["val_loss"])["epoch"]
     n = max(r["epoch"] for r in rows)
-    how = "early stop" if cap and n < cap else f"cap reached (patience {patience})"
+    # patience epochs without a better validation loss is the early-stopping point, even when it falls on the cap
+    stopped = bool(patience) and n - best >= patience
+    how = "early stop" if stopped or (cap and n < cap) else f"cap reached (patience {patience})"
     return f"{n} epoch{'s' if n != 1 else ''} (best {best}; {how}, ≤ {cap})"
 
 

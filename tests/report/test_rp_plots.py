@@ -66,3 +66,27 @@ def test_pairing_efficiency_without_counts_has_no_error_bars_and_writes_png_pdf(
 def test_empty_curves_draw_an_empty_figure(bad):
     ax = pairing_efficiency_figure(bad).axes[0]
     assert ax.get_ylim()[1] == pytest.approx(1.15) and ax.get_legend() is None
+
+
+@pytest.mark.parametrize(
+    ("epochs_run", "best", "patience", "cap", "expected"),
+    [
+        (25, 22, 3, 25, "25 epochs (best 22; early stop, ≤ 25)"),  # patience runs out exactly on the cap
+        (25, 24, 3, 25, "25 epochs (best 24; cap reached (patience 3), ≤ 25)"),  # still improving at the cap
+        (12, 9, 3, 25, "12 epochs (best 9; early stop, ≤ 25)"),
+        (5, 5, 0, 5, "5 epochs (best 5; cap reached (patience 0), ≤ 5)"),  # no early stopping configured
+    ],
+)
+def test_trained_label_says_how_a_run_ended(tmp_path, epochs_run, best, patience, cap, expected):
+    import json
+
+    from spanet2.report.study_report import _trained
+
+    losses = [1.0 + abs(e - best) for e in range(1, epochs_run + 1)]  # minimum at `best`
+    (tmp_path / "metrics.jsonl").write_text(
+        "".join(json.dumps({"epoch": e, "val_loss": v}) + "\n" for e, v in enumerate(losses, start=1))
+    )
+    (tmp_path / "options.json").write_text(json.dumps({"epochs": cap, "patience": patience}))
+    assert _trained(tmp_path) == expected
+    (tmp_path / "metrics.jsonl").write_text("")
+    assert _trained(tmp_path) == "—"
