@@ -154,7 +154,8 @@ def plot_mhh_after_selection(
     kappa: float = 1.0,
     edges: np.ndarray = MHH_EDGES_GEV,
 ) -> tuple[list[Path], dict[str, float]]:
-    """The note's Fig. 4: expected m_HH yields (L × Σ w) of signal (at κλ) and background after score > threshold.
+    """The note's Fig. 4: expected m_HH yields (L × Σ w) of signal (at κλ) and background after score > threshold,
+    with their MC-statistical σ √(Σ w²) (error bars on the signal, a hatched band on the background).
 
     thresholds: per method; a method without one gets the S/√B-optimal threshold of
     `spanet2.stats.selection.best_threshold`. Returns (paths, thresholds used).
@@ -180,17 +181,21 @@ def plot_mhh_after_selection(
             used[method] = float(choice.threshold) if np.isfinite(choice.threshold) else 0.5
             logger.info("%s: %s", method, choice.reason)
         s_sel, b_sel = s_score > used[method], b_score > used[method]
-        s_yield, _ = np.histogram(
-            store.numpy("signal", f"{method}/m_hh")[s_sel], bins=edges, weights=w_sig[s_sel] * lumi_ifb
-        )
-        b_yield, _ = np.histogram(store.numpy("background", f"{method}/m_hh")[b_sel], bins=edges,
-                                  weights=w_bkg[b_sel] * lumi_ifb)  # fmt: skip
+        s_yield, s_err = _weighted_histogram(store.numpy("signal", f"{method}/m_hh")[s_sel], w_sig[s_sel] * lumi_ifb,
+                                             edges)  # fmt: skip
+        b_yield, b_err = _weighted_histogram(store.numpy("background", f"{method}/m_hh")[b_sel],
+                                             w_bkg[b_sel] * lumi_ifb, edges)  # fmt: skip
         mplhep.histplot(b_yield, edges, ax=ax, histtype="fill", color=_COLOURS[3], alpha=0.8, label="QCD 4b")
-        mplhep.histplot(s_yield, edges, ax=ax, histtype="step", color=_COLOURS[0], linewidth=2.5,
+        positive = np.concatenate([s_yield[s_yield > 0], b_yield[b_yield > 0]])
+        floor = 0.2 * float(np.min(positive, initial=1.0))  # a log axis needs > 0: the band stops there
+        ax.stairs(b_yield + b_err, edges, baseline=np.clip(b_yield - b_err, floor, None), fill=True,
+                  facecolor="none", edgecolor="0.25", hatch="////", linewidth=0, label="QCD 4b MC stat.")  # fmt: skip
+        mplhep.histplot(s_yield, edges, yerr=s_err, ax=ax, histtype="step", color=_COLOURS[0], linewidth=2.5,
                         label=rf"HH ($\kappa_\lambda$ = {kappa:g})")  # fmt: skip
         mplhep.histplot(s_yield * 100, edges, ax=ax, histtype="step", color=_COLOURS[2], linewidth=2,
                         linestyle="--", label=r"HH $\times$ 100")  # fmt: skip
         ax.set_yscale("log")
+        ax.set_ylim(bottom=floor)
         ax.set_xlabel(r"$m_{HH}$ [GeV]")
         ax.set_ylabel(f"expected events / bin ({lumi_ifb:g} fb$^{{-1}}$)")
         ax.set_title(f"{METHOD_LABELS.get(method, method)}: score > {used[method]:.3g}", fontsize=12, pad=22)
@@ -199,6 +204,13 @@ def plot_mhh_after_selection(
         _experiment_label(ax, sqrt_s_tev=float(sqrt_s) if sqrt_s is not None else None, lumi_ifb=lumi_ifb)
     fig.tight_layout()
     return save_figure(fig, out_stem), used
+
+
+def _weighted_histogram(values: np.ndarray, weights: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Σ w per bin and its MC-statistical σ, √(Σ w²)."""
+    total, _ = np.histogram(values, bins=edges, weights=weights)
+    squares, _ = np.histogram(values, bins=edges, weights=weights**2)
+    return total, np.sqrt(squares)
 
 
 def pairing_efficiency_from_store(

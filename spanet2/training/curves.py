@@ -1,7 +1,9 @@
-"""Learning curves of a run: train/validation loss, validation AUC and pairing efficiency vs epoch."""
+"""Learning curves of a run: train/validation loss, validation AUC and pairing efficiency vs epoch (with their
+σ as error bars where the history records `<key>_err`)."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -35,8 +37,13 @@ def write_learning_curves(history: Sequence[dict[str, Any]], path: str | os.Path
     best = [int(r["epoch"]) for r in history if r.get("best")]
     for ax, (label, series) in zip(axes[0], panels, strict=True):
         for key, name in series:
-            points = [(int(r["epoch"]), float(r[key])) for r in history if r.get(key) is not None]
-            ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=name)
+            rows = [r for r in history if r.get(key) is not None]
+            epochs, values = [int(r["epoch"]) for r in rows], [float(r[key]) for r in rows]
+            errors = [r.get(f"{key}_err") for r in rows]  # validation AUC: DeLong σ; pairing: Wilson σ
+            if all(e is not None and math.isfinite(e) for e in errors):
+                ax.errorbar(epochs, values, yerr=errors, marker="o", markersize=3, capsize=2, label=name)
+            else:
+                ax.plot(epochs, values, marker="o", markersize=3, label=name)
         if best:
             ax.axvline(best[-1], color="0.6", linestyle=":", linewidth=1, label=f"best epoch ({best[-1]})")
         ax.set_xlabel("epoch")

@@ -330,7 +330,7 @@ def train_dnn(
     The run directory holds options.json, normalization.json, checkpoints/{best,last}.pt (weights_only
     loadable: model state incl. standardisation, optimizer, epoch, feature names), metrics.jsonl (one line
     per epoch) and provenance.json. `checkpoint` (a last.pt) resumes a run in a new version directory.
-    `epoch_callback(metrics)` gets {"epoch", "train_loss", "val_loss", "val_accuracy", "val_auc"} each epoch.
+    `epoch_callback(metrics)` gets {"epoch", "train_loss", "val_loss", "val_accuracy", "val_auc", "val_auc_err"} each epoch.
     """
     options = options.replace(seed=seed)
     resume = _load_checkpoint(checkpoint) if checkpoint is not None else None
@@ -409,7 +409,7 @@ def _fit(model, optimizer, options, state, run_dir, names, pairing, arrays, epoc
             scores = _scores(model, arrays[2])
             val = _metrics(arrays[3], scores)
             record = {"epoch": state["epoch"], "train_loss": total / len(x_train), "val_loss": val_loss,
-                      "val_accuracy": val["accuracy"], "val_auc": val["auc"]}  # fmt: skip
+                      "val_accuracy": val["accuracy"], "val_auc": val["auc"], "val_auc_err": val["auc_err"]}  # fmt: skip
             improved = val_loss < state["best_val_loss"]
             record["best"] = bool(improved)
             if improved:

@@ -480,7 +480,8 @@ def _interleave(gathered: list[dict[str, np.ndarray]], n: int) -> dict[str, np.n
 def _val_metrics(
     arrays: dict[str, np.ndarray], truth: dict[str, np.ndarray], topology: EventTopology
 ) -> dict:
-    """val_pairing_efficiency (2h events with every particle right, symmetry-aware), val_accuracy, val_auc."""
+    """val_pairing_efficiency (2h events with every particle right, symmetry-aware), val_accuracy, val_auc, and
+    the σs val_pairing_efficiency_err (Wilson) and val_auc_err (DeLong) that the learning curves draw."""
     from spanet2.training import metrics as M
 
     out: dict[str, Any] = {}
@@ -490,6 +491,7 @@ def _val_metrics(
         table = M.assignment_table(pred, target, truth["n_jets"])
         total = table_row(table, "Total")
         out["val_pairing_efficiency"] = finite_or_none(total.get("event_efficiency"))
+        out["val_pairing_efficiency_err"] = finite_or_none(total.get("event_efficiency_err"))  # Wilson
         out["val_higgs_efficiency"] = finite_or_none(total.get("higgs_efficiency"))
     for key, value in arrays.items():
         if not key.startswith("class:"):
@@ -502,9 +504,11 @@ def _val_metrics(
         if value.shape[1] == 2 and valid.any():
             score = value[valid, 1]
             suffix = "" if name == "EVENT/signal" else f"_{name.replace('/', '_')}"
-            out[f"val_accuracy{suffix}"] = finite_or_none(M.accuracy(labels[valid], score))
-            both = len(np.unique(labels[valid])) == 2
-            out[f"val_auc{suffix}"] = finite_or_none(M.roc_auc(labels[valid], score)) if both else None
+            metrics = M.classification_metrics(labels[valid], score)  # ACC ± binomial, AUC ± DeLong (None: one class)
+            for key, value in (("val_accuracy", metrics["accuracy"]), ("val_auc", metrics["auc"]),
+                               ("val_auc_err", metrics["auc_err"])):  # fmt: skip
+                name = key.replace("_err", f"{suffix}_err") if key.endswith("_err") else f"{key}{suffix}"
+                out[name] = None if value is None else finite_or_none(value)
     return out
 
 

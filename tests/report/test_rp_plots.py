@@ -90,3 +90,18 @@ def test_trained_label_says_how_a_run_ended(tmp_path, epochs_run, best, patience
     assert _trained(tmp_path) == expected
     (tmp_path / "metrics.jsonl").write_text("")
     assert _trained(tmp_path) == "—"
+
+
+def test_weighted_histogram_matches_a_bin_by_bin_sum():
+    from spanet2.report.plots import _weighted_histogram
+
+    rng = np.random.default_rng(3)
+    values, weights = rng.uniform(0, 10, 500), rng.exponential(2.0, 500)
+    edges = np.array([0.0, 2.5, 5.0, 10.0])
+    total, sigma = _weighted_histogram(values, weights, edges)
+    for i in range(3):
+        inside = (values >= edges[i]) & (values < edges[i + 1]) if i < 2 else (values >= edges[i])
+        assert total[i] == pytest.approx(weights[inside].sum())
+        assert sigma[i] == pytest.approx(np.sqrt((weights[inside] ** 2).sum()))
+    empty_total, empty_sigma = _weighted_histogram(np.zeros(0), np.zeros(0), edges)
+    assert (empty_total == 0).all() and (empty_sigma == 0).all()

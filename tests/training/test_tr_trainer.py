@@ -24,6 +24,8 @@ EPOCH_KEYS = {
     "val_auc",
     "val_accuracy",
     "val_pairing_efficiency",
+    "val_pairing_efficiency_err",
+    "val_auc_err",
     "lr",
     "epoch_seconds",
     "train_seconds",
@@ -98,6 +100,8 @@ def test_train_writes_the_run_directory(small):
     for r in records:
         assert math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"])
         assert 0.0 <= r["val_pairing_efficiency"] <= 1.0 and 0.0 <= r["val_auc"] <= 1.0
+        # their σs: Wilson and DeLong on a few dozen validation events — positive, below the binomial maximum
+        assert 0.0 < r["val_pairing_efficiency_err"] < 0.5 and 0.0 < r["val_auc_err"] < 0.5
     # checkpoints: weights_only-loadable, self-describing
     last = _state(run)
     assert last["epoch"] == 2 and last["options"]["epochs"] == 2
