@@ -34,7 +34,16 @@ from spanet2.events.jets import JetEvents
 from spanet2.generate.partons import PartonEvents
 from spanet2.physics.kinematics import p4_mass, p4_to_ptetaphim, ptetaphim_to_p4
 
-__all__ = ["JetEvents", "DetectorParameters", "DEFAULT_DETECTOR", "apply_btagging", "fast_detector"]
+__all__ = [
+    "JetEvents",
+    "DetectorParameters",
+    "DEFAULT_DETECTOR",
+    "energy_response",
+    "jet_acceptance",
+    "apply_btagging",
+    "pt_ordered_jets",
+    "fast_detector",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +109,25 @@ def _isr_partons(
     return np.where(present[..., None], p4, 0.0), fl, present
 
 
+def energy_response(
+    energy: np.ndarray, rng: np.random.Generator, params: DetectorParameters = DEFAULT_DETECTOR
+) -> np.ndarray:
+    """Per-jet energy scale factors from the resolution σ_E = √((c E)² + s² E): energy (N, J) GeV -> (N, J).
+
+    One standard normal per slot, in the array's order; the factor is floored at 0.05 (no negative jets).
+    Shared by the fast detector and the Pythia back end, so both smear jets the same way.
+    """
+    sigma = np.sqrt((params.resolution_constant * energy) ** 2 + params.resolution_stochastic**2 * energy)
+    return np.maximum(1.0 + sigma / np.maximum(energy, 1e-9) * rng.standard_normal(np.shape(energy)), 0.05)
+
+
+def jet_acceptance(
+    present: np.ndarray, pt: np.ndarray, eta: np.ndarray, params: DetectorParameters = DEFAULT_DETECTOR
+) -> np.ndarray:
+    """(N, J) bool: real jets (`present`) with measured pT above and |η| below the detector's cuts."""
+    return present & (pt > params.jet_min_pt) & (np.abs(eta) < params.jet_max_eta)
+
+
 def apply_btagging(
     flavour: np.ndarray,
     accepted: np.ndarray,
@@ -111,6 +139,51 @@ def apply_btagging(
         [flavour == 5, flavour == 4], [params.btag_eff_b, params.btag_eff_c], params.btag_eff_light
     )
     return np.asarray(accepted, bool) & (rng.random(np.shape(flavour)) < eff)
+
+
+def pt_ordered_jets(
+    accepted: np.ndarray,
+    pt: np.ndarray,
+    eta: np.ndarray,
+    phi: np.ndarray,
+    mass: np.ndarray,
+    btag: np.ndarray,
+    flavour: np.ndarray,
+    met_x: np.ndarray,
+    met_y: np.ndarray,
+    n_electrons: np.ndarray,
+    n_muons: np.ndarray,
+    *,
+    trim: bool = False,
+) -> JetEvents:
+    """The accepted jets as JetEvents, pT-descending, the rejected slots last (zeros, mask False).
+
+    Per-jet arrays (N, J) in any slot order (btag already False outside `accepted`); met_x, met_y (N,) GeV;
+    lepton counts (N,). trim: keep only as many slots as the fullest event needs (at least one);
+    otherwise all J slots stay.
+    """
+    key = np.where(accepted, pt, -np.inf)
+    order = np.argsort(-key, axis=1, kind="stable")  # (N, J) pT-descending, rejected last
+    if trim:
+        order = order[:, : max(int(accepted.sum(axis=1).max(initial=0)), 1)]
+
+    def ordered(a: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(a, order, axis=1)
+
+    mask = ordered(accepted)
+    return JetEvents(
+        pt=np.where(mask, ordered(pt), 0.0),
+        eta=np.where(mask, ordered(eta), 0.0),
+        phi=np.where(mask, ordered(phi), 0.0),
+        mass=np.where(mask, ordered(mass), 0.0),
+        btag=ordered(btag) & mask,
+        mask=mask,
+        flavour=np.where(mask, ordered(flavour), 0).astype(np.int8),
+        met=np.hypot(met_x, met_y),
+        met_phi=np.arctan2(met_y, met_x),
+        n_electrons=n_electrons.astype(np.int16),
+        n_muons=n_muons.astype(np.int16),
+    )
 
 
 def _rotate_away(direction: np.ndarray, angle: np.ndarray, azimuth: np.ndarray) -> np.ndarray:
@@ -262,15 +335,13 @@ def fast_detector(
 
     pt, eta, phi, _ = p4_to_ptetaphim(visible)
     energy = visible[..., 0]
-    sigma = np.sqrt((par.resolution_constant * energy) ** 2 + par.resolution_stochastic**2 * energy)
-    scale = np.maximum(1.0 + sigma / np.maximum(energy, 1e-9) * rng.standard_normal((n, n_obj)), 0.05)
-    pt_meas = pt * scale
+    pt_meas = pt * energy_response(energy, rng, par)
     sigma_angle = np.hypot(par.angle_smear, par.angle_smear_stochastic / np.sqrt(np.maximum(energy, 1.0)))
     eta_meas = eta + sigma_angle * rng.standard_normal((n, n_obj))
     phi_meas = phi + sigma_angle * rng.standard_normal((n, n_obj))
     mass_meas = pt_meas * par.jet_mass_over_pt * rng.gamma(6.0, 1.0 / 6.0, size=(n, n_obj))
 
-    accepted = present & (pt_meas > par.jet_min_pt) & (np.abs(eta_meas) < par.jet_max_eta)
+    accepted = jet_acceptance(present, pt_meas, eta_meas, par)
     btag = apply_btagging(flavour, accepted, rng, par)
 
     # MET = -(sum of measured visible pT) relative to the truth: neutrinos + mismeasurement + soft term.
@@ -292,23 +363,16 @@ def fast_detector(
     n_electrons = (counted & is_electron).sum(axis=1)
     n_muons = (counted & ~is_electron).sum(axis=1)
 
-    key = np.where(accepted, pt_meas, -np.inf)
-    order = np.argsort(-key, axis=1, kind="stable")  # (N, P) pT-descending, rejected last
-
-    def ordered(a: np.ndarray) -> np.ndarray:
-        return np.take_along_axis(a, order, axis=1)
-
-    mask = ordered(accepted)
-    return JetEvents(
-        pt=np.where(mask, ordered(pt_meas), 0.0),
-        eta=np.where(mask, ordered(eta_meas), 0.0),
-        phi=np.where(mask, ordered(np.remainder(phi_meas + np.pi, 2 * np.pi) - np.pi), 0.0),
-        mass=np.where(mask, ordered(mass_meas), 0.0),
-        btag=ordered(btag),
-        mask=mask,
-        flavour=np.where(mask, ordered(flavour), 0).astype(np.int8),
-        met=np.hypot(met_x, met_y),
-        met_phi=np.arctan2(met_y, met_x),
-        n_electrons=n_electrons.astype(np.int16),
-        n_muons=n_muons.astype(np.int16),
+    return pt_ordered_jets(
+        accepted,
+        pt_meas,
+        eta_meas,
+        np.remainder(phi_meas + np.pi, 2 * np.pi) - np.pi,
+        mass_meas,
+        btag,
+        flavour,
+        met_x,
+        met_y,
+        n_electrons,
+        n_muons,
     )
