@@ -513,6 +513,8 @@ def _stage_tune(ctx: StudyContext) -> dict:
                    "max_concurrent_trials": (min(2, ctx.workers) if spec.max_concurrent_trials is None
                                              else spec.max_concurrent_trials),
                    "training_file": str(ctx.data("classification_train.h5")), "seed": ctx.seed}
+        if config.options_file:  # the search config's options file, found like the study's own files
+            changes["options_file"] = str(resolve_path(config.options_file))
         if get_kind(config.model).uses_event_file:
             changes["event_file"] = str(ctx.event_file)
         if spec.overrides:  # fixed options for every trial (e.g. a batch size that fits the machine)
