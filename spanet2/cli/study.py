@@ -19,7 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run the study of CONFIG stage by stage ("
         + " → ".join(stage_names())
         + "). A stage whose "
-        "outputs exist and whose inputs are unchanged is skipped; --from reruns from a stage.",
+        "outputs exist and whose inputs are unchanged is skipped; --from reruns from a stage. Relative file paths "
+        "in CONFIG (options, tune configs, event file) name files in the working directory, else spanet2's shipped "
+        "configs (configs/options/..., as `spanet2 init` writes them).",
     )
     p.add_argument("config", help="study YAML (configs/study/demo.yaml, configs/study/full.yaml)")
     p.add_argument("--output", default=None, help="output folder (default: the config's `output`)")

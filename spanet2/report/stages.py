@@ -10,12 +10,13 @@ an output vanished, or `--from` names it (or a stage before it). File hashes are
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,17 @@ def file_sha256(path: Path, *, block: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def _no_files(config: dict) -> Iterable[Path]:
+def _no_files(config: Any) -> Iterable[Path]:
     return ()
+
+
+def _section_value(value: Any) -> Any:
+    """A config section for `fingerprint`: dataclasses as `dataclasses.asdict` (also inside mappings)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, Mapping):
+        return {k: _section_value(v) for k, v in value.items()}
+    return value
 
 
 @dataclass
@@ -49,9 +59,10 @@ class Stage:
     """One step of the study.
 
     name: unique stage name. run: `fn(ctx) -> dict` returning a JSON-serialisable summary (paths of the
-    outputs under `outputs`). config_keys: dotted keys of the study config the stage reads. after: stages
-    whose outputs it consumes (their output *files* are hashed too). reads: `fn(config) -> paths` of the files
-    outside the study folder that the stage reads (options JSON, tune configs, event file).
+    outputs under `outputs`). config_keys: dotted keys of the study config the stage reads (mapping keys or
+    dataclass fields: `models.spanet2`). after: stages whose outputs it consumes (their output *files* are hashed
+    too). reads: `fn(config) -> paths` of the files outside the study folder that the stage reads (options JSON,
+    tune configs, event file).
     """
 
     name: str
@@ -59,13 +70,15 @@ class Stage:
     config_keys: Sequence[str] = ()
     after: Sequence[str] = ()
     description: str = ""
-    reads: Callable[[dict], Iterable[Path]] = _no_files
+    reads: Callable[[Any], Iterable[Path]] = _no_files
 
 
 @dataclass
 class StageRunner:
+    """Runs `stages` in order under `out_dir`. config: the study config, a mapping or (nested) dataclasses."""
+
     out_dir: Path
-    config: dict
+    config: Any
     stages: list[Stage]
     progress: Callable[[str], None] = print
     records: dict[str, dict] = field(default_factory=dict)
@@ -129,12 +142,18 @@ class StageRunner:
         return out
 
     def _config_subset(self, keys: Sequence[str]) -> dict:
+        """{dotted key: value} of the config: mapping keys or dataclass fields, a dataclass as its `asdict`."""
         out = {}
         for key in keys:
             node: Any = self.config
             for part in key.split("."):
-                node = node.get(part) if isinstance(node, dict) else None
-            out[key] = node
+                if isinstance(node, Mapping):
+                    node = node.get(part)
+                elif dataclasses.is_dataclass(node) and not isinstance(node, type):
+                    node = getattr(node, part, None)
+                else:
+                    node = None
+            out[key] = _section_value(node)
         return out
 
     def _record_path(self, name: str) -> Path:

@@ -12,7 +12,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,106 +22,18 @@ import yaml
 from spanet2.errors import ConfigError
 from spanet2.events import layout as L
 from spanet2.report.stages import Stage, StageRunner
+from spanet2.report.study_config import (
+    ModelConfig,
+    ScanPoint,
+    StudyConfig,
+    load_study_config,
+    model_kind,
+    resolve_path,
+)
 
 __all__ = ["STAGES", "StudyContext", "load_study_config", "run_study", "smoke_config", "stage_names", "study_runner"]
 
 log = logging.getLogger(__name__)
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-_TOP_KEYS = {"output", "seed", "workers", "data", "models", "repeats", "tune", "scans", "report", "scaling"}
-# the study's models and their kind (training/kinds.py): how each is trained, evaluated and predicted
-_MODEL_KINDS = {"spanet2": "spanet2", "kappa5": "spanet2", "assignment_off": "spanet2", "dnn_min_dr": "dnn",
-                "dnn_spanet2": "dnn", "dnn_kappa5": "dnn"}
-_MODEL_KEYS = set(_MODEL_KINDS)
-
-
-def model_kind(model: str):
-    """The registered kind (training/kinds.py) of one of the study's models."""
-    from spanet2.training.kinds import get_kind
-
-    return get_kind(_MODEL_KINDS[model], flag=f"models.{model}")
-
-
-# ------------------------------------------------------------------------------------------- config
-def _require(cfg: dict, key: str, file: Any, kind: type | tuple[type, ...]) -> Any:
-    if key not in cfg:
-        raise ConfigError(file, key, "missing")
-    value = cfg[key]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise ConfigError(file, key, f"expected {getattr(kind, '__name__', kind)}, got {value!r}")
-    return value
-
-
-def load_study_config(path: str | Path) -> dict:
-    """Read and validate a study YAML (ConfigError naming file and key)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(path, None, "study config not found")
-    try:
-        cfg = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(path, None, f"not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(cfg, dict):
-        raise ConfigError(path, None, "expected a mapping at the top level")
-    unknown = set(cfg) - _TOP_KEYS
-    if unknown:
-        raise ConfigError(path, sorted(unknown)[0], f"unknown key; expected some of {sorted(_TOP_KEYS)}")
-    data = _require(cfg, "data", path, dict)
-    for key in ("signal_per_kappa", "background", "kappa5_signal"):
-        value = _require(data, key, path, int)
-        if value <= 0:
-            raise ConfigError(path, f"data.{key}", f"expected a positive count, got {value}")
-    kappas = _require(data, "kappa", path, list)
-    if not kappas or not all(isinstance(k, int | float) and not isinstance(k, bool) for k in kappas):
-        raise ConfigError(path, "data.kappa", "expected a non-empty list of numbers")
-    fraction = data.get("test_fraction", 0.1)
-    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0.0 < fraction < 1.0:
-        raise ConfigError(path, "data.test_fraction", f"expected a fraction in (0, 1), got {fraction!r}")
-    pairing = data.get("pairing_test")
-    if pairing is not None:
-        if not isinstance(pairing, dict) or set(pairing) != {"kappa", "signal_per_kappa"}:
-            raise ConfigError(path, "data.pairing_test", "expected a mapping with 'kappa' and 'signal_per_kappa'")
-        pk = pairing["kappa"]
-        if not isinstance(pk, list) or not pk or not all(
-            isinstance(k, int | float) and not isinstance(k, bool) for k in pk
-        ):
-            raise ConfigError(path, "data.pairing_test.kappa", "expected a non-empty list of numbers")
-        count = pairing["signal_per_kappa"]
-        if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
-            raise ConfigError(path, "data.pairing_test.signal_per_kappa", f"expected a positive count, got {count!r}")
-    models = _require(cfg, "models", path, dict)
-    for name, spec in models.items():
-        if name not in _MODEL_KEYS:
-            raise ConfigError(path, f"models.{name}", f"unknown model; expected some of {sorted(_MODEL_KEYS)}")
-        if not isinstance(spec, dict) or "options" not in spec:
-            raise ConfigError(path, f"models.{name}", "expected a mapping with an 'options' file")
-        if not _resolve(spec["options"]).is_file():
-            raise ConfigError(path, f"models.{name}.options", f"options file {spec['options']} not found")
-    missing = {"spanet2", "dnn_min_dr"} - set(models)
-    if missing:
-        raise ConfigError(path, "models", f"the study needs at least {sorted(missing)}")
-    scaling = cfg.get("scaling")
-    if scaling is not None:
-        if not isinstance(scaling, dict) or set(scaling) - {"fractions", "models"}:
-            raise ConfigError(path, "scaling", "expected a mapping with 'fractions' (and optionally 'models')")
-        fractions = scaling.get("fractions", [])
-        if not isinstance(fractions, list) or not all(
-            isinstance(f, int | float) and not isinstance(f, bool) and 0 < f < 1 for f in fractions
-        ):
-            raise ConfigError(path, "scaling.fractions", f"expected a list of fractions in (0, 1), got {fractions!r}")
-        chosen = scaling.get("models", ["spanet2", "dnn_min_dr"])
-        if not isinstance(chosen, list) or not set(chosen) <= {"spanet2", "dnn_min_dr"}:
-            raise ConfigError(path, "scaling.models", f"expected a subset of [spanet2, dnn_min_dr], got {chosen!r}")
-    scans = _require(cfg, "scans", path, dict)
-    for i, point in enumerate(_require(scans, "points", path, list)):
-        lumis = point.get("luminosities") if isinstance(point, dict) else None
-        if not lumis or not all(isinstance(x, int | float) and x > 0 for x in lumis):
-            raise ConfigError(path, f"scans.points[{i}].luminosities", "expected a list of positive luminosities (fb⁻¹)")
-        if point.get("sqrt_s_tev") not in (13, 14, 13.0, 14.0):
-            raise ConfigError(path, f"scans.points[{i}].sqrt_s_tev", "expected 13 or 14")
-    cfg["_path"] = str(path.resolve())
-    return cfg
 
 
 # SPANET2_SMOKE_TEST: the most events, epochs and trials a study runs (every stage still runs)
@@ -129,48 +41,32 @@ _SMOKE_DATA = {"signal_per_kappa": 50, "background": 300, "kappa5_signal": 150, 
 _SMOKE_NETWORK = {"hidden_dim": 32, "num_encoder_layers": 2}  # at most, for the SPANet2 models
 
 
-def smoke_config(cfg: dict) -> dict:
+def smoke_config(cfg: StudyConfig) -> StudyConfig:
     """`cfg` at smoke-test sizes: data counts capped, one epoch per network (two per DNN) at most 32 wide and 2
     encoder layers deep, two repeats of one epoch (of the DNNs only when there are some), one tune trial, four
     bootstrap replicas in the scans."""
-    import copy
-
-    cfg = copy.deepcopy(cfg)
-    for key, cap in _SMOKE_DATA.items():
-        if key in cfg["data"]:
-            cfg["data"][key] = min(int(cfg["data"][key]), cap)
-    if cfg["data"].get("pairing_test"):
-        cfg["data"]["pairing_test"]["signal_per_kappa"] = min(int(cfg["data"]["pairing_test"]["signal_per_kappa"]),
-                                                              _SMOKE_DATA["signal_per_kappa"])
-    for name, spec in cfg["models"].items():
+    data = replace(cfg.data, **{k: min(getattr(cfg.data, k), cap) for k, cap in _SMOKE_DATA.items()})
+    if data.pairing_test is not None:
+        data = replace(data, pairing_test=replace(data.pairing_test, signal_per_kappa=min(
+            data.pairing_test.signal_per_kappa, _SMOKE_DATA["signal_per_kappa"])))
+    models = {}
+    for name, spec in cfg.models.items():
         pairs_jets = model_kind(name).pairs_jets
-        spec["epochs"] = 1 if pairs_jets else 2
+        overrides = {**spec.overrides, "epochs": 1 if pairs_jets else 2}
         if pairs_jets:
-            for key, cap in _SMOKE_NETWORK.items():
-                spec[key] = min(int(spec.get(key, cap)), cap)
-    if cfg.get("repeats"):
-        models = cfg["repeats"].get("models", ["spanet2", "dnn_min_dr"])
-        dnns = [m for m in models if not model_kind(m).pairs_jets]
-        cfg["repeats"].update(n=min(int(cfg["repeats"].get("n", 2)), 2), models=dnns or models)
-    for spec in (cfg.get("tune") or {}).values():
-        spec.update(num_samples=1, epochs=1, max_concurrent_trials=1)
-    if cfg["scans"].get("bootstrap"):
-        cfg["scans"]["bootstrap"] = min(int(cfg["scans"]["bootstrap"]), 4)
-    return cfg
-
-
-def _resolve(p: str | Path) -> Path:
-    """A path as given (relative to the working directory), else relative to the repository root."""
-    p = Path(p)
-    if p.is_absolute() or p.exists():
-        return p
-    return REPO_ROOT / p
+            overrides.update({k: min(int(overrides.get(k, cap)), cap) for k, cap in _SMOKE_NETWORK.items()})
+        models[name] = replace(spec, overrides=overrides)
+    dnns = tuple(m for m in cfg.repeats.models if not model_kind(m).pairs_jets)
+    repeats = replace(cfg.repeats, n=min(cfg.repeats.n, 2), models=dnns or cfg.repeats.models)
+    tune = {name: replace(spec, num_samples=1, epochs=1, max_concurrent_trials=1) for name, spec in cfg.tune.items()}
+    scans = replace(cfg.scans, bootstrap=min(cfg.scans.bootstrap, 4))
+    return cfg.replace(data=data, models=models, repeats=repeats, tune=tune, scans=scans)
 
 
 # ------------------------------------------------------------------------------------------- context
 @dataclass
 class StudyContext:
-    cfg: dict
+    cfg: StudyConfig
     out: Path
     workers: int
     ray_address: str | None = None
@@ -178,7 +74,7 @@ class StudyContext:
 
     @property
     def seed(self) -> int:
-        return int(self.cfg.get("seed", 0))
+        return self.cfg.seed
 
     def path(self, *parts: str) -> Path:
         p = self.out.joinpath(*parts)
@@ -190,7 +86,7 @@ class StudyContext:
 
     @property
     def event_file(self) -> Path:
-        return _resolve(self.cfg.get("data", {}).get("event_file", "configs/events/hh4b.yaml"))
+        return self.cfg.data.event_file
 
     def data(self, name: str) -> Path:
         return self.out / "data" / name
@@ -225,23 +121,23 @@ PAIRING_TEST = "pairing_test.h5"  # data.pairing_test: signal-only test events f
 def _stage_generate(ctx: StudyContext) -> dict:
     from spanet2.generate.writer import generate_sets, generate_signal_file
 
-    d = ctx.cfg["data"]
+    d = ctx.cfg.data
     out = ctx.out / "data"
-    sqrt_s = float(d.get("sqrt_s_tev", 13))
-    test_fraction = float(d.get("test_fraction", 0.1))
-    sets = generate_sets(out, kappas=d["kappa"], signal_per_kappa=d["signal_per_kappa"],
-                         n_background=d["background"], sqrt_s_tev=sqrt_s, seed=ctx.seed, workers=ctx.workers,
+    sqrt_s = d.sqrt_s_tev
+    test_fraction = d.test_fraction
+    sets = generate_sets(out, kappas=list(d.kappa), signal_per_kappa=d.signal_per_kappa,
+                         n_background=d.background, sqrt_s_tev=sqrt_s, seed=ctx.seed, workers=ctx.workers,
                          test_fraction=test_fraction)
-    kappa5 = generate_sets(out / "kappa5", kappas=[5.0], signal_per_kappa=d["kappa5_signal"], n_background=0,
+    kappa5 = generate_sets(out / "kappa5", kappas=[5.0], signal_per_kappa=d.kappa5_signal, n_background=0,
                            sqrt_s_tev=sqrt_s, seed=ctx.seed + 1, workers=ctx.workers, test_fraction=test_fraction)
     outputs = [f"data/{n}" for n in ("assignment_train.h5", "assignment_test.h5", "classification_train.h5",
                                      "classification_test.h5")] + ["data/kappa5/assignment_train.h5",
                                                                    "data/kappa5/assignment_test.h5"]
     files = sorted(sets) + [f"kappa5/{n}" for n in sorted(kappa5)]
-    pairing = d.get("pairing_test")
-    if pairing:  # signal-only test events at a few κλ points: cheap, and they fix the pairing efficiency's σ
-        generate_signal_file(ctx.data(PAIRING_TEST), kappas=pairing["kappa"],
-                             events_per_kappa=int(pairing["signal_per_kappa"]), sqrt_s_tev=sqrt_s,
+    pairing = d.pairing_test
+    if pairing is not None:  # signal-only test events at a few κλ points: cheap, they fix the pairing efficiency's σ
+        generate_signal_file(ctx.data(PAIRING_TEST), kappas=list(pairing.kappa),
+                             events_per_kappa=pairing.signal_per_kappa, sqrt_s_tev=sqrt_s,
                              seed=ctx.seed + 2, workers=ctx.workers)
         outputs.append(f"data/{PAIRING_TEST}")
         files.append(PAIRING_TEST)
@@ -255,7 +151,7 @@ def _stage_energy(ctx: StudyContext) -> dict:
     from spanet2.physics.kinematics import p4_mass, p4_to_ptetaphim
     from spanet2.report.energy_compare import energy_ratio_summary, plot_energy_comparison
 
-    n = int(ctx.cfg["data"].get("energy_compare_events", 20000))
+    n = ctx.cfg.data.energy_compare_events
     sig, bkg = {}, {}
     for i, sqrt_s in enumerate((13.0, 14.0)):
         rng = np.random.default_rng(np.random.SeedSequence([ctx.seed, 1314, i]))
@@ -294,14 +190,9 @@ def _stage_energy(ctx: StudyContext) -> dict:
 
 def _train_spanet(ctx: StudyContext, model: str, training_file: Path, *, log_dir: Path | None = None,
                   name: str | None = None) -> dict:
-    from spanet2.training.options import load_options
     from spanet2.training.trainer import train
 
-    spec = ctx.cfg["models"][model]
-    options = load_options(_resolve(spec["options"]))
-    changes = {k: v for k, v in spec.items() if k != "options"}
-    if changes:
-        options = options.replace(**changes)
+    options = _model_options(model, ctx.cfg.models[model])
     log_dir = log_dir or ctx.out / "models"
     name = name or model
     shutil.rmtree(log_dir / name, ignore_errors=True)  # one run per model: version_0
@@ -329,7 +220,7 @@ def _public(record: dict) -> dict:
 
 
 def _spanet_models(ctx) -> list[str]:
-    return [m for m in ("spanet2", "kappa5", "assignment_off") if m in ctx.cfg["models"]]
+    return [m for m in ("spanet2", "kappa5", "assignment_off") if m in ctx.cfg.models]
 
 
 def _stage_test(ctx: StudyContext) -> dict:
@@ -361,7 +252,7 @@ def _test_sets(ctx: StudyContext) -> dict[str, Path]:
     """The test files by name: mixing (assignment), kappa5, classification and, when configured, pairing."""
     sets = {"mixing": ctx.data("assignment_test.h5"), "kappa5": ctx.data("kappa5/assignment_test.h5"),
             "classification": ctx.data("classification_test.h5")}
-    if ctx.cfg["data"].get("pairing_test"):
+    if ctx.cfg.data.pairing_test is not None:
         sets["pairing"] = ctx.data(PAIRING_TEST)
     return sets
 
@@ -456,12 +347,11 @@ def _subset_file(src: Path, dst: Path, fraction: float) -> int:
 def _stage_scaling(ctx: StudyContext) -> dict:
     """Training-set size sweep (`scaling.fractions` of the training set) for SPANet2 and the min-ΔR DNN: AUC ±
     DeLong σ and pairing efficiency ± Wilson σ on the full test sets; the 100 % point is the main training."""
-    from spanet2.training.dnn import evaluate_dnn, load_dnn_options, train_dnn
+    from spanet2.training.dnn import evaluate_dnn, train_dnn
     from spanet2.training.trainer import evaluate
 
-    spec = ctx.cfg.get("scaling") or {}
-    fractions = sorted(float(f) for f in spec.get("fractions", []))
-    models = spec.get("models", ["spanet2", "dnn_min_dr"])
+    fractions = sorted(float(f) for f in ctx.cfg.scaling.fractions)
+    models = list(ctx.cfg.scaling.models)
     train_file = ctx.data("classification_train.h5")
     test_file = ctx.data("classification_test.h5")
     pair_file = _test_sets(ctx).get("pairing", ctx.data("assignment_test.h5"))
@@ -487,10 +377,7 @@ def _stage_scaling(ctx: StudyContext) -> dict:
                                       "pairing_err": pair["event_efficiency_err"]})
                 outputs.append(ctx.rel(run))
             else:
-                options = load_dnn_options(_resolve(ctx.cfg["models"][model]["options"]))
-                changes = {k: v for k, v in ctx.cfg["models"][model].items() if k != "options"}
-                if changes:
-                    options = options.replace(**changes)
+                options = _model_options(model, ctx.cfg.models[model])
                 shutil.rmtree(ctx.out / "scaling" / name, ignore_errors=True)
                 res = train_dnn(options, log_dir=ctx.out / "scaling", name=name, training_file=sub,
                                 pairing="min-dr", seed=ctx.seed)
@@ -527,7 +414,7 @@ def _stage_predict(ctx: StudyContext) -> dict:
 
     outputs = []
     for model in ("spanet2", "kappa5"):
-        if model not in ctx.cfg["models"]:
+        if model not in ctx.cfg.models:
             continue
         for split in ("train", "test"):
             out = ctx.path("predictions", f"{model}_{split}.h5")
@@ -541,17 +428,14 @@ _DNN_PAIRING = {"dnn_min_dr": None, "dnn_spanet2": "spanet2", "dnn_kappa5": "kap
 
 
 def _stage_train_dnn(ctx: StudyContext) -> dict:
-    from spanet2.training.dnn import evaluate_dnn, load_dnn_options, predict_dnn, train_dnn
+    from spanet2.training.dnn import evaluate_dnn, predict_dnn, train_dnn
 
     outputs, metrics = [], {}
     for model, pairing_model in _DNN_PAIRING.items():
-        spec = ctx.cfg["models"].get(model)
-        if spec is None or (pairing_model and pairing_model not in ctx.cfg["models"]):
+        spec = ctx.cfg.models.get(model)
+        if spec is None or (pairing_model and pairing_model not in ctx.cfg.models):
             continue
-        options = load_dnn_options(_resolve(spec["options"]))
-        changes = {k: v for k, v in spec.items() if k != "options"}
-        if changes:
-            options = options.replace(**changes)
+        options = _model_options(model, spec)
         train_pairing = "min-dr" if pairing_model is None else ctx.out / "predictions" / f"{pairing_model}_train.h5"
         test_pairing = "min-dr" if pairing_model is None else ctx.out / "predictions" / f"{pairing_model}_test.h5"
         log_dir = ctx.out / "models"
@@ -570,16 +454,16 @@ def _stage_repeats(ctx: StudyContext) -> dict:
     """Mean ± std over n seeds (Ray) for the models listed under `repeats.models`."""
     from spanet2.hpc.repeat import run_repeats
 
-    rep = ctx.cfg.get("repeats") or {}
-    n = int(rep.get("n", 0))
+    rep = ctx.cfg.repeats
+    n = rep.n
     outputs, summary = [], {}
     if n <= 0:
         path = _write_json(ctx.out / "results" / "repeats.json", {})
         return {"outputs": [ctx.rel(path)], "skipped": "repeats.n is 0"}
-    if "epochs" in rep:
+    if rep.epochs is not None:
         log.warning("repeats.epochs is ignored: every repeated model trains for its own epochs (models.<name>)")
-    for model in rep.get("models", ["spanet2", "dnn_min_dr"]):
-        spec = ctx.cfg["models"][model]
+    for model in rep.models:
+        spec = ctx.cfg.models[model]
         kind = model_kind(model)
         if _DNN_PAIRING.get(model):
             continue  # a DNN on SPANet2 pairings needs per-seed predictions of the test set too: not repeated
@@ -603,13 +487,17 @@ def _max_epochs(options_file: Path) -> int:
     return int(json.loads(Path(options_file).read_text())["epochs"])
 
 
-def _effective_options_file(ctx: StudyContext, model: str, spec: dict) -> Path:
+def _effective_options_file(ctx: StudyContext, model: str, spec: ModelConfig) -> Path:
     """The model's options file with the study config's overrides applied, saved under <out>/repeats/."""
-    kind = model_kind(model)
-    changes = {k: v for k, v in spec.items() if k != "options"}
     path = ctx.path("repeats", f"{model}_options.json")
-    kind.save_options(kind.load_options(_resolve(spec["options"])).replace(**changes), path)
+    model_kind(model).save_options(_model_options(model, spec), path)
     return path
+
+
+def _model_options(model: str, spec: ModelConfig) -> Any:
+    """The options of one of the study's models: its options file with the config's overrides applied."""
+    options = model_kind(model).load_options(spec.options)
+    return options.replace(**spec.overrides) if spec.overrides else options
 
 
 def _stage_tune(ctx: StudyContext) -> dict:
@@ -617,18 +505,20 @@ def _stage_tune(ctx: StudyContext) -> dict:
     from spanet2.hpc.tune import run_search
     from spanet2.training.kinds import get_kind
 
-    tune = ctx.cfg.get("tune") or {}
     outputs = []
-    for name, spec in tune.items():
-        config = load_search_config(_resolve(spec["config"]))
-        changes = {"num_samples": int(spec.get("num_samples", config.num_samples)),
-                   "epochs": int(spec.get("epochs", config.epochs)),
-                   "max_concurrent_trials": int(spec.get("max_concurrent_trials", min(2, ctx.workers))),
+    for name, spec in ctx.cfg.tune.items():
+        config = load_search_config(spec.config)
+        changes = {"num_samples": config.num_samples if spec.num_samples is None else spec.num_samples,
+                   "epochs": config.epochs if spec.epochs is None else spec.epochs,
+                   "max_concurrent_trials": (min(2, ctx.workers) if spec.max_concurrent_trials is None
+                                             else spec.max_concurrent_trials),
                    "training_file": str(ctx.data("classification_train.h5")), "seed": ctx.seed}
+        if config.options_file:  # the search config's options file, found like the study's own files
+            changes["options_file"] = str(resolve_path(config.options_file))
         if get_kind(config.model).uses_event_file:
             changes["event_file"] = str(ctx.event_file)
-        if spec.get("overrides"):  # fixed options for every trial (e.g. a batch size that fits the machine)
-            changes["overrides"] = {**config.overrides, **spec["overrides"]}
+        if spec.overrides:  # fixed options for every trial (e.g. a batch size that fits the machine)
+            changes["overrides"] = {**config.overrides, **spec.overrides}
         config = config.replace(**changes)
         out = ctx.out / "tune" / name
         shutil.rmtree(out, ignore_errors=True)
@@ -646,7 +536,7 @@ _METHODS = {  # store method name -> (pairing source, score source, label)
 
 
 def _available_methods(ctx) -> dict[str, tuple]:
-    models = ctx.cfg["models"]
+    models = ctx.cfg.models
     out = {}
     for name, (pairing, score, label) in _METHODS.items():
         if pairing != "min-dr" and pairing not in models:
@@ -668,7 +558,7 @@ def _stage_store(ctx: StudyContext) -> dict:
             spec += f":{ctx.out / 'predictions' / f'{score}_test.h5'}"
         methods.append(spec)
     out = ctx.out / "events.zarr"
-    sqrt_s = float(ctx.cfg["data"].get("sqrt_s_tev", 13))
+    sqrt_s = ctx.cfg.data.sqrt_s_tev
     build_store(out, [StoreInput(str(ctx.data("classification_test.h5")))], methods, sqrt_s_tev=sqrt_s,
                 overwrite=True)
     # the generator records its σ(κλ) terms in the event files and the store builder carries them; files written
@@ -684,34 +574,24 @@ def _stage_store(ctx: StudyContext) -> dict:
     return {"outputs": ["events.zarr"], "methods": methods}
 
 
-def _scan_config(ctx: StudyContext, point: dict, name: str, *, lumi_scan: list[float] | None = None) -> dict:
-    scans = ctx.cfg["scans"]
-    sqrt_s = float(point["sqrt_s_tev"])
-    methods = [{"name": m, "label": label, "threshold": scans.get("threshold", "best")}
+def _scan_config(ctx: StudyContext, point: ScanPoint, name: str, *, lumi_scan: tuple[float, ...] | None = None
+                 ) -> dict:
+    """The scan-config mapping (`spanet2.stats.config`) of one scan point of the study."""
+    methods = [{"name": m, "label": label, "threshold": ctx.cfg.scans.threshold}
                for m, (_, _, label) in _available_methods(ctx).items()]
-    grid = scans.get("kappa_grid", {"start": -10.0, "stop": 16.0, "step": 0.5})
     raw = {
         "store": str(ctx.out / "events.zarr"),
         "output": str(ctx.out / "scans" / name),
-        "sqrt_s_tev": sqrt_s,
         "methods": methods,
-        "kappa_grid": grid,
-        "luminosities": [float(x) for x in point["luminosities"]],
-        "asimov": scans.get("asimov", "background"),
-        "pl_threshold": float(scans.get("pl_threshold", 3.84)),
+        **ctx.cfg.scans.settings(point),  # √s, κλ grid, luminosities, Asimov, PL threshold, bootstrap, selection
         # the generated (LO, 13 TeV) signal is scaled term by term to the LHC HH WG NNLO-FTapprox curve;
         # at 14 TeV that curve is rescaled by the SM 14/13 ratio — the study's method
         "signal": {"sample": "signal", "normalisation": "reference", "reference_curve": "lhchwg_nnlo_13",
                    "generated_curve": "store"},  # the generator's σ(κλ) terms, recorded in the store
-        "selection": scans.get("selection", {}),
-        "equivalent_luminosity": {"reference": "spanet2"} if "spanet2" in [m["name"] for m in methods] else None,
         "seed": ctx.seed,
-        "bootstrap": int(scans.get("bootstrap", 0)),  # bootstrap replicas of the templates: ± on bounds and L′
     }
-    if raw["equivalent_luminosity"] is None:
-        raw.pop("equivalent_luminosity")
-    if not raw["selection"]:
-        raw.pop("selection")
+    if "spanet2" in [m["name"] for m in methods]:
+        raw["equivalent_luminosity"] = {"reference": "spanet2"}
     if lumi_scan is not None:
         raw["lumi_scan"] = [float(x) for x in lumi_scan]
     return raw
@@ -723,8 +603,8 @@ def _stage_scans(ctx: StudyContext) -> dict:
     from spanet2.stats.scan import format_equivalent_table, format_interval_table, run_scan
 
     outputs, tables = [], {}
-    for point in ctx.cfg["scans"]["points"]:
-        name = f"{int(point['sqrt_s_tev'])}TeV"
+    for point in ctx.cfg.scans.points:
+        name = f"{int(point.sqrt_s_tev)}TeV"
         raw = _scan_config(ctx, point, name)
         config = parse_scan_config(raw, path=None)
         result = run_scan(config, scheduler=ctx.dask_scheduler, n_workers=ctx.workers)
@@ -779,9 +659,8 @@ def _stage_lumi(ctx: StudyContext) -> dict:
     from spanet2.stats.config import parse_scan_config
     from spanet2.stats.scan import format_equivalent_table, format_interval_table, run_lumi
 
-    scans = ctx.cfg["scans"]
-    point = {"sqrt_s_tev": scans.get("lumi_sqrt_s_tev", 14), "luminosities": scans.get("lumi_reference", [300])}
-    raw = _scan_config(ctx, point, "lumi", lumi_scan=scans.get("lumi_scan", [139, 300, 1000, 3000]))
+    scans = ctx.cfg.scans
+    raw = _scan_config(ctx, scans.lumi_point, "lumi", lumi_scan=scans.lumi_scan)
     config = parse_scan_config(raw, path=None)
     result = run_lumi(config, scheduler=ctx.dask_scheduler, n_workers=ctx.workers)
     tables = {"intervals": format_interval_table(result, lumis=list(config.lumi_scan)),
@@ -836,42 +715,35 @@ def _stage_report(ctx: StudyContext) -> dict:
     return {"outputs": [ctx.rel(p) for p in paths]}
 
 
-def _event_file(cfg: dict) -> Path:
-    return _resolve(cfg.get("data", {}).get("event_file", "configs/events/hh4b.yaml"))
-
-
-def _reads_models(*models: str) -> Callable[[dict], list[Path]]:
+def _reads_models(*models: str) -> Callable[[StudyConfig], list[Path]]:
     """The files a training stage reads: the named models' options JSON and the event file."""
 
-    def reads(cfg: dict) -> list[Path]:
-        specs = cfg.get("models", {})
-        return [_resolve(specs[m]["options"]) for m in models if m in specs] + [_event_file(cfg)]
+    def reads(cfg: StudyConfig) -> list[Path]:
+        return [cfg.models[m].options for m in models if m in cfg.models] + [cfg.data.event_file]
 
     return reads
 
 
-def _reads_repeats(cfg: dict) -> list[Path]:
-    models = (cfg.get("repeats") or {}).get("models", ["spanet2", "dnn_min_dr"])
-    return _reads_models(*models)(cfg)
+def _reads_repeats(cfg: StudyConfig) -> list[Path]:
+    return _reads_models(*cfg.repeats.models)(cfg)
 
 
-def _reads_tune(cfg: dict) -> list[Path]:
+def _reads_tune(cfg: StudyConfig) -> list[Path]:
     """Each search config and the options file it names."""
-    files = [_event_file(cfg)]
-    for spec in (cfg.get("tune") or {}).values():
-        config = _resolve(spec["config"])
-        files.append(config)
+    files = [cfg.data.event_file]
+    for spec in cfg.tune.values():
+        files.append(spec.config)
         try:
-            options = (yaml.safe_load(config.read_text()) or {}).get("options")
+            options = (yaml.safe_load(spec.config.read_text()) or {}).get("options")
         except (OSError, yaml.YAMLError):
             options = None  # the stage itself reports the broken file
         if isinstance(options, str):
-            files.append(_resolve(options))
+            files.append(resolve_path(options))
     return files
 
 
-def _reads_event_file(cfg: dict) -> list[Path]:
-    return [_event_file(cfg)]
+def _reads_event_file(cfg: StudyConfig) -> list[Path]:
+    return [cfg.data.event_file]
 
 
 STAGES: list[Stage] = [
@@ -916,12 +788,12 @@ def stage_names() -> list[str]:
     return [s.name for s in STAGES]
 
 
-def study_runner(out: Path, cfg: dict) -> StageRunner:
-    """The stage runner of a study folder: the stages above, fingerprinted with the spanet2 version."""
+def study_runner(out: Path, cfg: StudyConfig) -> StageRunner:
+    """The stage runner of a study folder: the stages above, fingerprinted with the spanet2 version (a stage's
+    config keys name sections of `cfg`, hashed as their `dataclasses.asdict`)."""
     from spanet2 import __version__
 
-    return StageRunner(out, {k: v for k, v in cfg.items() if not k.startswith("_")}, STAGES,
-                       progress=lambda msg: print(f"study: {msg}", flush=True), version=__version__)
+    return StageRunner(out, cfg, STAGES, progress=lambda msg: print(f"study: {msg}", flush=True), version=__version__)
 
 
 def run_study(config_path: str | Path, *, output: str | Path | None = None, from_stage: str | None = None,
@@ -933,19 +805,17 @@ def run_study(config_path: str | Path, *, output: str | Path | None = None, from
 
     cfg = load_study_config(config_path)
     if seed is not None:
-        cfg["seed"] = int(seed)
+        cfg = cfg.replace(seed=int(seed))
     if smoke:
         cfg = smoke_config(cfg)
     if from_stage is not None and from_stage not in stage_names():
         raise ConfigError("--from", from_stage, f"unknown stage; expected one of {', '.join(stage_names())}")
-    out = Path(output or cfg.get("output", "runs/study"))
+    out = Path(output or cfg.output)
     out.mkdir(parents=True, exist_ok=True)
-    ctx = StudyContext(cfg, out, workers or int(cfg.get("workers", os.cpu_count() or 1)), ray_address,
-                       dask_scheduler)
+    ctx = StudyContext(cfg, out, workers or cfg.workers or os.cpu_count() or 1, ray_address, dask_scheduler)
     # the study as run (with a --seed override), so that `spanet2 report DIR` and reruns see the same config
     (out / "study.yaml").write_text(Path(config_path).read_text() if seed is None and not smoke
-                                    else yaml.safe_dump({k: v for k, v in cfg.items() if not k.startswith("_")},
-                                                        sort_keys=False))
+                                    else yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True))
     runner = study_runner(out, cfg)
     t0 = time.perf_counter()
     records = runner.run(ctx, from_stage=from_stage)
@@ -964,5 +834,5 @@ def rewrite_report(study_dir: str | Path) -> Path:
     if not (out / "study.yaml").is_file():
         raise InputError(out, "study.yaml", "not a study output folder (no study.yaml)")
     cfg = load_study_config(out / "study.yaml")
-    ctx = StudyContext(cfg, out, int(cfg.get("workers", os.cpu_count() or 1)))
+    ctx = StudyContext(cfg, out, cfg.workers or os.cpu_count() or 1)
     return write_report(ctx)[0]

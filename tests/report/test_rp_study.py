@@ -27,7 +27,7 @@ def test_tiny_study_end_to_end_then_skip_then_rescan(tmp_path, run_cli):
     assert len(_ran(stdout)) == 18
     report = (out / "report.md").read_text()
     for heading in ("## 1. Samples", "## 2. Jet assignment", "Pairing efficiency by κλ", "## 3. Classification",
-                    "## 5. κλ constraints", "### 13TeV", "### 14TeV", "Equivalent luminosity",
+                    "## 5. κλ constraints", "### 13 TeV", "### 14 TeV", "Equivalent luminosity",
                     "Δκλ vs luminosity", "## 6. Embedding analysis", "## 7. 13 vs 14 TeV", "## 9. Provenance"):
         assert heading in report, heading
     for stem in ("energy_signal", "energy_background_m4b", "energy_background_b", "pairing_efficiency_vs_kappa",
