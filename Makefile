@@ -52,7 +52,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not slurm"
 
 bench: $(STAMP)
-	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	for b in benchmarks/[!_]*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done  # _*.py: helpers
 
 lint: $(STAMP)
 	$(BIN)/ruff check spanet2 tests benchmarks
