@@ -696,7 +696,8 @@ def _stage_pca(ctx: StudyContext) -> dict:
     paths = plot_explained_variance(result, ctx.out / "figures" / "pca_explained_variance")
     paths += plot_pc_correlations(result, ctx.out / "figures" / "pca_correlations")
     path = _write_json(ctx.out / "results" / "pca.json", {
-        "explained_variance_ratio": result.explained_variance_ratio, "feature_names": result.feature_names,
+        "explained_variance_ratio": result.explained_variance_ratio,
+        "explained_variance_ratio_err": result.explained_variance_ratio_err, "feature_names": result.feature_names,
         "correlations": {k: v for k, v in result.correlations.items()}, "n_events": result.n_events})
     return {"outputs": [ctx.rel(p) for p in paths] + [ctx.rel(path)]}
 

@@ -291,8 +291,10 @@ def write_report(ctx: Any) -> list[Path]:
     pca = _load(res / "pca.json")
     if pca:
         evr = pca["explained_variance_ratio"]
+        errs = pca.get("explained_variance_ratio_err") or [None] * len(evr)  # results written before the σ: none
         md += ["## 6. Embedding analysis (note Sec. 11)", "",
-               "Explained variance ratio of the first components: " + ", ".join(f"{x:.3f}" for x in evr) + ".", ""]
+               "Explained variance ratio of the first components (± bootstrap σ over the test events): "
+               + ", ".join(fmt_pm(x, e, 3) for x, e in zip(evr, errs, strict=True)) + ".", ""]
 
     # --- energy
     energy = _load(res / "energy_compare.json")

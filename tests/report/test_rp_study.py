@@ -193,6 +193,13 @@ def test_pca_explained_variance_and_correlations(tmp_path):
     c = res.correlations["all"]
     assert abs(c[0, 0]) > 0.99 and abs(c[1, 1]) > 0.99 and abs(c[0, 2]) < 0.1
     assert set(res.correlations) == {"all", "signal", "background"}
+    # bootstrap σ of the explained variance ratios: finite, positive, and about halved with 4× the events
+    err = res.explained_variance_ratio_err
+    assert err.shape == res.explained_variance_ratio.shape and np.all(np.isfinite(err)) and np.all(err > 0)
+    assert err[0] < 0.05 and res.correlation_events["all"] == n
+    big = embedding_pca(np.tile(vectors, (4, 1)) + rng.normal(scale=1e-3, size=(4 * n, 8)), np.tile(features, (4, 1)),
+                        ["a", "b", "noise"], np.tile(labels, 4), n_components=5)  # fmt: skip
+    assert 1.4 < err[0] / big.explained_variance_ratio_err[0] < 3.0
     from PIL import Image
 
     for p in plot_explained_variance(res, tmp_path / "evr") + plot_pc_correlations(res, tmp_path / "corr"):
