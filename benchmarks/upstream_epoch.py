@@ -33,7 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from spanet2.training.options import SPANET2_KEYS, load_options  # noqa: E402
+from upstream_speed import SKIP_WITHOUT_UPSTREAM, upstream_options, write_synthetic  # noqa: E402
+
+from spanet2.training.options import load_options  # noqa: E402
 
 
 def _timed(command: list[str], env: dict[str, str], cwd: Path) -> float:
@@ -61,15 +63,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="train_validation_split for both (upstream crashes when validation < one batch)")  # fmt: skip
     args = parser.parse_args(argv)
     if not args.upstream_python:  # `make bench` runs every benchmark: say why this one has nothing to compare
-        print(
-            "skipped: the baseline is upstream SPANet 2.1.1 in its own venv; pass --upstream-python "
-            "(or set SPANET_UPSTREAM_PYTHON) — see docs/network.md"
-        )
+        print(SKIP_WITHOUT_UPSTREAM)
         return 0
     scratch = tempfile.TemporaryDirectory()
     if args.data is None:
-        from upstream_speed import write_synthetic
-
         batch = args.batch_size or load_options(args.options).batch_size
         args.data = Path(scratch.name) / "events.h5"
         write_synthetic(args.data, 20 * batch)
@@ -94,11 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             options = options.replace(event_info_file=str(ROOT / options.event_info_file))
             ours_path = tmp / f"spanet2_{hidden}.json"
             ours_path.write_text(json.dumps(options.to_dict()))
-            theirs = {k: v for k, v in options.to_dict().items() if k not in SPANET2_KEYS}
-            # upstream's DataLoader refuses 0 workers with this torch (prefetch_factor): one loader process
-            theirs.update(
-                num_gpu=0, optimizer="AdamW", num_dataloader_workers=max(1, options.num_dataloader_workers)
-            )
+            theirs = upstream_options(options)
             theirs_path = tmp / f"upstream_{hidden}.json"
             theirs_path.write_text(json.dumps(theirs))
             seconds = {}

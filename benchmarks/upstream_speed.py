@@ -95,12 +95,24 @@ def measure_ours(
     return rate, cpu_rate, parameter_counts(model), warmup
 
 
+SKIP_WITHOUT_UPSTREAM = (
+    "skipped: the baseline is upstream SPANet 2.1.1 in its own venv; pass --upstream-python "
+    "(or set SPANET_UPSTREAM_PYTHON) — see docs/network.md"
+)
+
+
+def upstream_options(options, **values) -> dict:
+    """`options` as upstream 2.1.1 reads them, with `values` on top: SPANet2-only keys dropped, CPU, AdamW and at
+    least one loader process (upstream's DataLoader refuses 0 workers with this torch: prefetch_factor)."""
+    out = {k: v for k, v in options.to_dict().items() if k not in SPANET2_KEYS}
+    out.update(num_gpu=0, optimizer="AdamW", num_dataloader_workers=max(1, options.num_dataloader_workers))
+    out.update(values)
+    return out
+
+
 def measure_upstream(python: str, options, data: Path, threads: int, steps: int, tmp: Path) -> dict:
-    values = {k: v for k, v in options.to_dict().items() if k not in SPANET2_KEYS}
-    values.update(
-        training_file=str(data), validation_file="", testing_file="", num_gpu=0, num_dataloader_workers=1,
-        event_info_file=str(ROOT / options.event_info_file), optimizer="AdamW",
-    )  # fmt: skip
+    values = upstream_options(options, training_file=str(data), validation_file="", testing_file="",
+                              event_info_file=str(ROOT / options.event_info_file))  # fmt: skip
     path = tmp / f"upstream_options_{options.hidden_dim}.json"
     path.write_text(json.dumps(values))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
@@ -127,8 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="also time SPANet2 under torch.compile (options 'compile: true'; compiling takes minutes)")  # fmt: skip
     args = parser.parse_args(argv)
     if not args.upstream_python:  # `make bench` runs every benchmark: say why this one has nothing to compare
-        print("skipped: the baseline is upstream SPANet 2.1.1 in its own venv; pass --upstream-python "
-              "(or set SPANET_UPSTREAM_PYTHON) — see docs/network.md")
+        print(SKIP_WITHOUT_UPSTREAM)
         return 0
     load = os.getloadavg()[0]
     print(f"torch {torch.__version__}, {args.threads} threads, load average {load:.2f}, {args.steps} timed steps")

@@ -505,10 +505,9 @@ def _val_metrics(
             score = value[valid, 1]
             suffix = "" if name == "EVENT/signal" else f"_{name.replace('/', '_')}"
             metrics = M.classification_metrics(labels[valid], score)  # ACC ± binomial, AUC ± DeLong (None: one class)
-            for key, value in (("val_accuracy", metrics["accuracy"]), ("val_auc", metrics["auc"]),
-                               ("val_auc_err", metrics["auc_err"])):  # fmt: skip
-                name = key.replace("_err", f"{suffix}_err") if key.endswith("_err") else f"{key}{suffix}"
-                out[name] = None if value is None else finite_or_none(value)
+            out[f"val_accuracy{suffix}"] = finite_or_none(metrics["accuracy"])
+            out[f"val_auc{suffix}"] = finite_or_none(metrics["auc"])
+            out[f"val_auc{suffix}_err"] = finite_or_none(metrics["auc_err"])
     return out
 
 
