@@ -11,7 +11,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -617,10 +617,11 @@ def _stage_scans(ctx: StudyContext) -> dict:
 
 
 def _constraint_comparison(result: Any, where: str, *, intervals: bool = True, ours: str = "spanet2",
-                           baseline: str = "min_dr_dnn") -> list[dict]:
+                           baseline: str = "min_dr_dnn", skip_references: Collection[float] = ()) -> list[dict]:
     """SPANet2 against min-ΔR + DNN: Δκλ(ours) − Δκλ(baseline) ± σ (bootstrap σs in quadrature; smaller is
     better) per L and statistic, and L′ − L ± σ(L′), the luminosity the baseline needs to match SPANet2's Δκλ
-    at L (larger is better for SPANet2). Empty without bootstrap replicas."""
+    at L (larger is better for SPANet2), except at the reference luminosities `skip_references`. Empty without
+    bootstrap replicas."""
     from spanet2.uncertainty import compare
 
     unc = result.uncertainties
@@ -642,6 +643,8 @@ def _constraint_comparison(result: Any, where: str, *, intervals: bool = True, o
                 verdict = compare(iv.width - other.width, float(np.hypot(sa, sb)), higher_is_better=False)
                 rows.append({"quantity": f"{names[stat]} Δκλ of {label} at {lumi:g} fb⁻¹, {where}", **verdict})
     for lumi, per in sorted((result.equivalent.get(baseline) or {}).items()):
+        if lumi in skip_references:
+            continue
         for stat, entry in per.items():
             value = entry.get("width")
             err = ((unc.get("equivalent_luminosity") or {}).get(baseline, {}).get(lumi, {}).get(stat, {})
@@ -663,9 +666,13 @@ def _stage_lumi(ctx: StudyContext) -> dict:
     raw = _scan_config(ctx, scans.lumi_point, "lumi", lumi_scan=scans.lumi_scan)
     config = parse_scan_config(raw, path=None)
     result = run_lumi(config, scheduler=ctx.dask_scheduler, n_workers=ctx.workers)
+    # an equivalent luminosity at a point the scans stage already compared is reported there, once
+    compared = {float(lumi) for point in scans.points if float(point.sqrt_s_tev) == float(config.sqrt_s_tev)
+                for lumi in point.luminosities}  # fmt: skip
     tables = {"intervals": format_interval_table(result, lumis=list(config.lumi_scan)),
               "equivalent": format_equivalent_table(result) if result.equivalent else "",
-              "comparison": _constraint_comparison(result, f"{config.sqrt_s_tev:g} TeV", intervals=False)}
+              "comparison": _constraint_comparison(result, f"{config.sqrt_s_tev:g} TeV", intervals=False,
+                                                   skip_references=compared)}  # fmt: skip
     path = _write_json(ctx.out / "results" / "lumi.json", tables)
     return {"outputs": [ctx.rel(Path(config.output) / "results.json"), ctx.rel(path)]}
 

@@ -151,14 +151,11 @@ def _comparisons(compare: dict | None, scans: dict, lumi: dict) -> list[str]:
         who = "SPANet2" if name.startswith("spanet2_vs") else "SPANet2 + DNN"
         lines.append(f"| test AUC, {who} ({c['auc']:.3f}) vs min-ΔR + DNN ({c['reference_auc']:.3f}) | "
                      f"{fmt_pm(c['difference'], c['sigma'], 3)} | {c['statement']} |")
-    seen = set()  # the lumi stage's reference point repeats a scans point: one row each
     for rows in [t.get("comparison") or [] for t in scans.values()] + [lumi.get("comparison") or []]:
         for row in rows:
-            if row["quantity"] not in seen:
-                seen.add(row["quantity"])
-                digits = 0 if "equivalent luminosity" in row["quantity"] else 2  # fb⁻¹ vs κλ units
-                lines.append(f"| {row['quantity']} | {fmt_pm(row['difference'], row['sigma'], digits)} "
-                             f"| {row['statement']} |")
+            digits = 0 if "equivalent luminosity" in row["quantity"] else 2  # fb⁻¹ vs κλ units
+            lines.append(f"| {row['quantity']} | {fmt_pm(row['difference'], row['sigma'], digits)} "
+                         f"| {row['statement']} |")
     return lines + [""]
 
 

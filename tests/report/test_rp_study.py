@@ -219,3 +219,21 @@ def test_energy_comparison_ratio(tmp_path):
     assert energy_ratio_summary(same)["x"] < 0.05 < energy_ratio_summary(shifted)["x"]
     paths = plot_energy_comparison(same, tmp_path / "e")
     assert {p.suffix for p in paths} == {".png", ".pdf"}
+
+
+def test_constraint_comparison_rows_and_skipped_references():
+    from types import SimpleNamespace
+
+    from spanet2.report.study import _constraint_comparison
+
+    result = SimpleNamespace(
+        intervals={"spanet2": {}, "min_dr_dnn": {}},
+        equivalent={"min_dr_dnn": {300.0: {"pl": {"width": 150.0}}, 3000.0: {"pl": {"width": 2990.0}}}},
+        uncertainties={"equivalent_luminosity": {"min_dr_dnn": {300.0: {"pl": {"width": 20.0}},
+                                                                3000.0: {"pl": {"width": 100.0}}}}},  # fmt: skip
+    )
+    rows = _constraint_comparison(result, "14 TeV", intervals=False)
+    assert [r["difference"] for r in rows] == [-150.0, -10.0]  # L′ − L at 300 and 3000 fb⁻¹
+    assert rows[0]["resolved"] and not rows[1]["resolved"]  # 7.5σ vs 0.1σ
+    kept = _constraint_comparison(result, "14 TeV", intervals=False, skip_references={300.0})
+    assert [r["difference"] for r in kept] == [-10.0]
