@@ -7,6 +7,11 @@ same batch size, thread count, AdamW + gradient clipping, and report the median 
 (after two warm-up steps). Run with nothing else loading the machine: both sides are timed one after the
 other, so a load change between them biases the ratio.
 
+On CPU SPANet2 runs each batch in jet-multiplicity groups trimmed of their padding (the same arithmetic,
+exactly), so its speed depends on how many of the jet slots are real: the synthetic default has 4–10 real
+jets of 10 uniformly (mean 7), generated study events about 5. The numbers in docs/network.md are on
+generated events (--data).
+
     python benchmarks/upstream_speed.py --upstream-python ../upstream-venv/bin/python
 """
 
@@ -159,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
                 data = tmp / "events.h5"
                 if not data.exists():
                     write_synthetic(data, 2 * options.batch_size + 64)
+            timed = read_event_arrays(data, load_topology(ROOT / options.event_info_file), stop=2 * options.batch_size)
+            print(f"  data: {data.name}, timed events have {timed.n_jets.mean():.2f} real jets on average "
+                  f"({sum(m.shape[1] for m in timed.sequential_mask.values())} slots); SPANet2 trims the padding, upstream pads")  # fmt: skip
             ours, ours_cpu, counts, _ = measure_ours(options, data, args.threads, args.steps)
             upstream = measure_upstream(args.upstream_python, options, data, args.threads, args.steps, tmp)
             theirs, rate, rate_cpu = upstream["parameters"], upstream["events_per_s"], upstream["events_per_cpu_s"]

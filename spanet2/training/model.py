@@ -13,6 +13,12 @@ initialisation; parameter counts per module in docs/network.md), written batch-f
 The gated transformer is GTrXL: x ← GRU(x, attention(norm(x))), then a GRU linear block. Its GRU gate
 starts near the identity (update-gate bias −2, z ≈ 0.12), as GTrXL prescribes; a gate that starts at
 z ≈ 0.5 halves the identity path per sub-layer and an 8-layer encoder then cannot learn.
+
+Speed on CPU, with the same arithmetic: a batch runs in jet-multiplicity groups, each trimmed of its padding
+(generated HH → 4b events fill about 5 of 10 jet slots; upstream computes on all of them), the heads with a
+BatchNorm over events still see the whole batch, so outputs and gradients equal the padded network's
+(tests/training/test_tr_model.py checks them in float64). The small tuned dropout (p = 0.0059) draws only the
+dropped elements and folds its 1/(1 − p) into the next linear map.
 """
 
 from __future__ import annotations
@@ -56,6 +62,11 @@ FUSED_ATTENTION_ON_CPU = False
 # GRU update-gate bias at initialisation: z = σ(… − GATE_BIAS) ≈ 0.12, i.e. each gated layer starts close
 # to the identity (GTrXL, Parisotto et al. 2019; upstream SPANet uses the same value).
 GATE_BIAS = 2.0
+
+# Batches are split by jet multiplicity on CPU (SPANet2.forward). Each group is a pass of its own through
+# the network, whose fixed cost (~10k operator calls of a few microseconds each, forward and backward) is
+# about that of this many event × vector slots at hidden_dim 32; the grouping weighs it against padding.
+GROUP_COST_SLOTS = 512
 
 Batch = dict  # {"sequential": {name: (B, J, F)}, "sequential_mask": {name: (B, J) bool}, "global": {name: (B, F)}, ...}
 
@@ -104,10 +115,22 @@ def embedding_dims(initial_dim: int, hidden_dim: int, max_layers: int) -> list[i
 # ---------------------------------------------------------------------------------------------------
 
 
+# activations whose backward pass needs their input, not their output (their output may be changed in place)
+_INPUT_SAVING = ("GELU", "PReLU", "None", "Identity")
+
+
+class _PReLU(nn.PReLU):
+    """PReLU with one slope per feature of (..., D): torch's PReLU takes dim 1 as the channels, upstream
+    applies it to (vectors, D) matrices."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.prelu(x.reshape(-1, x.shape[-1]), self.weight).view_as(x)
+
+
 def _activation(name: str, dim: int) -> nn.Module:
     table = {"ReLU": nn.ReLU, "ELU": nn.ELU, "CELU": nn.CELU, "GELU": nn.GELU}
     if name == "PReLU":
-        return nn.PReLU(dim)  # one slope per channel, as upstream
+        return _PReLU(dim)  # one slope per channel, as upstream
     return table[name]() if name in table else nn.Identity()
 
 
@@ -124,20 +147,52 @@ class SparseDropout(nn.Module):
         super().__init__()
         self.p = p
 
+    @property
+    def scale(self) -> float:
+        """The factor 1/(1 − p) on the kept values in training (1 in evaluation)."""
+        return 1.0 / (1.0 - self.p) if self.training else 1.0
+
     def forward(self, x: Tensor) -> Tensor:
         if not self.training:
             return x
-        n = x.numel()
+        scale = torch.full((x.numel(),), self.scale, dtype=x.dtype, device=x.device)
+        scale[self._dropped(x.numel(), x.device)] = 0.0
+        return x * scale.view_as(x)
+
+    def zero_in_place(self, x: Tensor) -> Tensor:
+        """The dropout without the 1/(1 − p) rescaling, which the caller folds into what follows (a linear
+        map's weights, a softmax's normaliser) so that no pass over x is spent on it. Zeroes x's dropped
+        elements in place: x must be contiguous and not saved by the operation that made it (GELU, PReLU,
+        a linear map or a division are fine; ReLU, which saves its output, is not)."""
+        if not self.training:
+            return x
+        return _ZeroAt.apply(x, self._dropped(x.numel(), x.device))
+
+    def _dropped(self, n: int, device: torch.device) -> Tensor:
+        """Flat indices of the dropped elements among n: i.i.d. Bernoulli(p) from geometric gaps."""
         expected = n * self.p
         draws = int(expected + 6.0 * math.sqrt(expected) + 16)  # enough gaps to cover n with overwhelming odds
-        positions = torch.empty(draws, device=x.device).geometric_(self.p).cumsum_(0) - 1.0  # 0-based
+        positions = torch.empty(draws, device=device).geometric_(self.p).cumsum_(0) - 1.0  # 0-based
         while positions[-1] < n:  # astronomically rare: draw more gaps
-            more = torch.empty(draws, device=x.device).geometric_(self.p).cumsum_(0) + positions[-1]
+            more = torch.empty(draws, device=device).geometric_(self.p).cumsum_(0) + positions[-1]
             positions = torch.cat([positions, more])
-        dropped = positions[positions < n].long()
-        scale = torch.full((n,), 1.0 / (1.0 - self.p), dtype=x.dtype, device=x.device)
-        scale[dropped] = 0.0
-        return x * scale.view_as(x)
+        return positions[positions < n].long()
+
+
+class _ZeroAt(torch.autograd.Function):
+    """x.view(-1)[index] = 0 in place; the gradient is zeroed at the same elements."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, index: Tensor) -> Tensor:  # noqa: D102
+        x.view(-1).index_fill_(0, index, 0.0)
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(index)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # noqa: D102
+        (index,) = ctx.saved_tensors
+        return grad.reshape(-1).index_fill(0, index, 0.0).view_as(grad), None
 
 
 SPARSE_DROPOUT_BELOW = 0.05  # p under which SparseDropout's cost (∝ p) beats drawing one number per element
@@ -236,9 +291,14 @@ class GRUGate(nn.Module):
         self.gate_bias = nn.Parameter(torch.full((dim,), float(bias_init)))
         # each D×D piece initialised like its own nn.Linear(dim, dim): the fused maps have fan_in = dim too
 
-    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+    def forward(self, x: Tensor, skip: Tensor, x_scale: float = 1.0) -> Tensor:
+        """The gate on x_scale · x (a dropout's rescaling folded into W_r | W_z | W_g)."""
         skip = skip.to(x.dtype)
-        wr, wz, wg = self.input_proj(x).split(self.dim, dim=-1)
+        if x_scale == 1.0:
+            projected = self.input_proj(x)
+        else:
+            projected = F.linear(x, self.input_proj.weight * x_scale, self.input_proj.bias)
+        wr, wz, wg = projected.split(self.dim, dim=-1)
         ur, uz = self.skip_proj(skip).split(self.dim, dim=-1)
         reset = torch.sigmoid(wr + ur)
         update = torch.sigmoid(wz + uz - self.gate_bias.to(x.dtype))
@@ -343,13 +403,28 @@ class _GRUBlock(nn.Module):
         self.residual = _Residual(in_dim, out_dim) if skip else None
         self.gate = GRUGate(out_dim) if skip else None
         self.masking = options.masking
+        # SparseDropout's rescaling can be folded into the next linear map where the activations do not save
+        # their outputs for the backward pass (so that zeroing them in place is allowed)
+        self.fold_dropout = isinstance(self.dropout, SparseDropout) and options.linear_activation in _INPUT_SAVING
 
     def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        if self.training and self.fold_dropout:
+            return self._forward_folded(x, mask)
         y = self.dropout(self.activation1(self.linear1(self.norm(x, mask))))
         y = self.dropout(self.activation2(self.linear2(y)))
         if self.gate is not None:
             y = self.gate(y, self.residual(x))
         return _apply_mask(y, mask, self.masking)
+
+    def _forward_folded(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        """The same block with SparseDropout's 1/(1 − p) folded into the next linear map's weights (the
+        dropped elements are zeroed in place): the same arithmetic, three passes over the tensors fewer."""
+        dropout, scale = self.dropout, self.dropout.scale
+        y = dropout.zero_in_place(self.activation1(self.linear1(self.norm(x, mask))))
+        y = dropout.zero_in_place(self.activation2(F.linear(y, self.linear2.weight * scale, self.linear2.bias)))
+        if self.gate is not None:
+            return _apply_mask(self.gate(y, self.residual(x), x_scale=scale), mask, self.masking)
+        return _apply_mask(y * scale, mask, self.masking)
 
 
 _BLOCKS = {"Basic": _BasicBlock, "Resnet": _ResnetBlock, "Gated": _GatedBlock, "GRU": _GRUBlock}
@@ -398,12 +473,13 @@ class _SelfAttention(nn.Module):
         nn.init.zeros_(self.qkv.bias)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: Tensor, attn_bias: Tensor) -> Tensor:
-        """x (B, L, D), attn_bias (B, 1, 1, L) additive (0 or −inf) → (B, L, D)."""
+    def forward(self, x: Tensor, attn_bias: Tensor | None) -> Tensor:
+        """x (B, L, D), attn_bias (B, 1, 1, L) additive (0 or −inf), None without padding → (B, L, D)."""
         batch, length, dim = x.shape
         heads, head_dim = self.heads, dim // self.heads
         qkv = self.qkv(x).view(batch, length, 3, heads, head_dim)  # (B, L, 3, H, Dh)
-        attn_bias = attn_bias.to(qkv.dtype)  # autocast: the bias must match q's dtype
+        if attn_bias is not None:
+            attn_bias = attn_bias.to(qkv.dtype)  # autocast: the bias must match q's dtype
         p = self.dropout_p if self.training else 0.0
         if x.is_cuda or FUSED_ATTENTION_ON_CPU:
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, Dh)
@@ -412,12 +488,18 @@ class _SelfAttention(nn.Module):
             q, k, v = (
                 qkv.permute(2, 0, 3, 1, 4).reshape(3, batch * heads, length, head_dim).unbind(0)
             )  # (B·H, L, Dh)
-            bias = attn_bias.expand(batch, heads, 1, length).reshape(batch * heads, 1, length)  # (B·H, 1, L)
-            scores = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=head_dim**-0.5)  # (B·H, L, L)
+            if attn_bias is None:
+                scores = torch.bmm(q, k.transpose(1, 2)).mul_(head_dim**-0.5)  # (B·H, L, L)
+            else:
+                bias = attn_bias.expand(batch, heads, 1, length).reshape(batch * heads, 1, length)  # (B·H, 1, L)
+                scores = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=head_dim**-0.5)  # (B·H, L, L)
             # softmax written out: torch.softmax over a 12-wide last axis is slow on CPU
             weights = (scores - scores.amax(dim=-1, keepdim=True).detach()).exp()
-            weights = weights / weights.sum(dim=-1, keepdim=True)
-            weights = self.weight_dropout(weights)
+            if isinstance(self.weight_dropout, SparseDropout):  # its 1/(1 − p) folded into the normaliser
+                norm = weights.sum(dim=-1, keepdim=True) * (1.0 / self.weight_dropout.scale)
+                weights = self.weight_dropout.zero_in_place(weights / norm)
+            else:
+                weights = self.weight_dropout(weights / weights.sum(dim=-1, keepdim=True))
             out = torch.bmm(weights, v).view(batch, heads, length, head_dim)  # (B, H, L, Dh)
         return self.out(out.transpose(1, 2).reshape(batch, length, dim))
 
@@ -449,7 +531,7 @@ class TransformerLayer(nn.Module):
     def _feed_forward(self, x: Tensor) -> Tensor:
         return self.dropout(self.ff2(self.dropout(self.activation(self.ff1(x)))))
 
-    def forward(self, x: Tensor, attn_bias: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, attn_bias: Tensor | None, mask: Tensor | None) -> Tensor:
         if self.kind == "Gated":
             x = self.attention_gate(self.attention(self.norm1(x), attn_bias), x)
             return self.feed_forward(x, mask)
@@ -475,17 +557,23 @@ class _StackedEncoder(nn.Module):
         self.embedding = _LinearStack(dim, [dim] * n_linear, options, skip=options.skip_connections)
         self.layers = nn.ModuleList(TransformerLayer(options) for _ in range(n_layers))
 
-    def forward(self, x: Tensor, padding: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """x (B, L, D); padding (B, L) True for padding (attention keys); mask (B, L) real vectors (zeroing)."""
+    def forward(self, x: Tensor, padding: Tensor | None, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """x (B, L, D); padding (B, L) True for padding (attention keys); mask (B, L) real vectors (zeroing).
+
+        padding and mask None: every vector is real (no key bias, no zeroing).
+        """
         x = self.embedding(x, mask)
         batch = x.shape[0]
         x = torch.cat([self.token.to(x.dtype).expand(batch, 1, -1), x], dim=1)  # (B, 1 + L, D)
         if len(self.layers):
-            ones = torch.ones(batch, 1, dtype=torch.bool, device=x.device)
-            full_mask = torch.cat([ones, mask], dim=1)
-            bias = torch.zeros(batch, 1 + padding.shape[1], dtype=x.dtype, device=x.device)
-            bias[:, 1:] = bias[:, 1:].masked_fill(padding, float("-inf"))
-            bias = bias[:, None, None, :]  # (B, 1, 1, 1 + L) additive key-padding bias
+            full_mask, bias = None, None
+            if mask is not None:
+                ones = torch.ones(batch, 1, dtype=torch.bool, device=x.device)
+                full_mask = torch.cat([ones, mask], dim=1)
+            if padding is not None:
+                bias = torch.zeros(batch, 1 + padding.shape[1], dtype=x.dtype, device=x.device)
+                bias[:, 1:] = bias[:, 1:].masked_fill(padding, float("-inf"))
+                bias = bias[:, None, None, :]  # (B, 1, 1, 1 + L) additive key-padding bias
             for layer in self.layers:
                 x = layer(x, bias, full_mask)
             if self.layers[0].kind != "Gated":  # the gated layers mask inside their GRU block
@@ -529,8 +617,8 @@ class _InputEmbedding(nn.Module):
         )
         self.position = nn.Parameter(torch.randn(options.position_embedding_dim))
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        """x (B, L, F), mask (B, L) → (B, L, D + P)."""
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        """x (B, L, F), mask (B, L) or None (all real) → (B, L, D + P)."""
         hidden = self.stack(self.normalizer(x, mask), mask)
         position = self.position.to(hidden.dtype).expand(*hidden.shape[:-1], -1)
         return torch.cat([hidden, position], dim=-1)
@@ -549,10 +637,13 @@ class _Embedding(nn.Module):
             skip=options.skip_connections,
         )
 
-    def forward(self, values: list[Tensor], masks: list[Tensor]) -> Tensor:
+    def forward(self, values: list[Tensor], masks: list[Tensor] | None) -> Tensor:
+        """masks None: every vector is real."""
+        if masks is None:
+            parts = [emb(x, None) for emb, x in zip(self.inputs.values(), values, strict=True)]
+            return self.final(torch.cat(parts, dim=1), None)
         parts = [emb(x, m) for emb, x, m in zip(self.inputs.values(), values, masks, strict=True)]
-        mask = torch.cat(masks, dim=1)
-        return self.final(torch.cat(parts, dim=1), mask)
+        return self.final(torch.cat(parts, dim=1), torch.cat(masks, dim=1))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -610,15 +701,17 @@ class _ParticleBranch(nn.Module):
             nn.init.xavier_uniform_(self.weight)
 
     def forward(
-        self, hidden: Tensor, padding: Tensor, mask: Tensor, n_jets: int
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """hidden (B, L, D) central output (J jets, then globals); padding / mask (B, L).
+        self, hidden: Tensor, padding: Tensor | None, mask: Tensor | None, n_jets: int
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """hidden (B, L, D) central output (J jets, then globals); padding / mask (B, L), None if all real.
 
-        Returns (log_probs (B, J, J), detection_logit (B,), particle_vector (B, D), daughters (B, 2, D)).
+        Returns (log_probs (B, J, J), particle_vector (B, D), daughters (B, 2, D)); the detection head
+        (`self.detector`, with its BatchNorm over the batch) is applied by SPANet2 to the whole batch.
         """
         encoded, particle_vector = self.encoder(hidden, padding, mask)  # (B, L, D), (B, D)
-        detection = self.detector(particle_vector).squeeze(-1)  # (B,)
-        jets, jet_padding, jet_mask = encoded[:, :n_jets], padding[:, :n_jets], mask[:, :n_jets]
+        jets = encoded[:, :n_jets]
+        jet_padding = None if padding is None else padding[:, :n_jets]
+        jet_mask = None if mask is None else mask[:, :n_jets]
         if self.split:
             ys, daughters = [], []
             for encoder, projection in zip(self.daughter_encoders, self.daughter_projections, strict=True):
@@ -633,18 +726,23 @@ class _ParticleBranch(nn.Module):
             daughter_vectors = jets.new_zeros(jets.shape[0], 2, self.dim)
         if self.symmetric:
             logits = 0.5 * (logits + logits.transpose(1, 2))  # average over the daughter group: exact symmetry
-        return _masked_pair_log_softmax(logits, jet_mask), detection, particle_vector, daughter_vectors
+        return _masked_pair_log_softmax(logits, jet_mask), particle_vector, daughter_vectors
 
 
-def _masked_pair_log_softmax(logits: Tensor, jet_mask: Tensor) -> Tensor:
-    """log-softmax over all J² cells; cells with padding or i == j → −inf (all −inf when no valid pair)."""
+def _masked_pair_log_softmax(logits: Tensor, jet_mask: Tensor | None) -> Tensor:
+    """log-softmax over all J² cells; cells with padding or i == j → −inf (all −inf when no valid pair).
+
+    jet_mask (B, J), None when every jet is real."""
     batch, n_jets, _ = logits.shape
     eye = torch.eye(n_jets, dtype=torch.bool, device=logits.device)
-    valid = jet_mask.unsqueeze(2) & jet_mask.unsqueeze(1) & ~eye  # (B, J, J)
+    if jet_mask is None:
+        valid = (~eye).expand(batch, n_jets, n_jets)
+    else:
+        valid = jet_mask.unsqueeze(2) & jet_mask.unsqueeze(1) & ~eye  # (B, J, J)
     has_pair = valid.flatten(1).any(dim=1)  # (B,)
     # Events without any valid pair get finite logits for the softmax (no NaN), then −inf everywhere.
     safe_valid = valid | ~has_pair[:, None, None]
-    masked = logits.float().masked_fill(~safe_valid, float("-inf"))
+    masked = logits.to(torch.promote_types(logits.dtype, torch.float32)).masked_fill(~safe_valid, float("-inf"))
     log_probs = (
         masked.view(batch, n_jets * n_jets).log_softmax(dim=-1).view(batch, n_jets, n_jets)
     )  # (B, J, J)
@@ -702,35 +800,40 @@ class SPANet2(nn.Module):
                 for name in self.classification_names
             }
         )
+        self.group_by_length = True  # see _groups_by_length; exact, so only a speed switch
         if topology.regressions and options.regression_loss_scale > 0:
             log.warning("regression heads are not implemented in SPANet2; REGRESSIONS are ignored")
 
     def forward(self, batch: Batch) -> ModelOutputs:
         """batch: {"sequential": {name: (B, J, F)}, "sequential_mask": {name: (B, J) bool}, "global": {name: (B, F)}}."""
-        values, padding = [], []
-        for name in self.sequential_names:
-            values.append(batch["sequential"][name])
-            padding.append(~batch["sequential_mask"][name])
-        n_jets = sum(v.shape[1] for v in values)
+        values = [batch["sequential"][name] for name in self.sequential_names]
+        real = [batch["sequential_mask"][name] for name in self.sequential_names]
+        globals_ = []
         for name in self.global_names:
             x = batch["global"][name]
-            x = x.unsqueeze(-1) if x.dim() == 1 else x  # (B,) → (B, 1)
-            values.append(x.unsqueeze(1))  # (B, 1, F): one slot per global input
-            padding.append(torch.zeros(x.shape[0], 1, dtype=torch.bool, device=x.device))
-        masks = [~p for p in padding]
-        if not self.options.mask_sequence_vectors:  # upstream: linear blocks see every slot as real
-            masks = [torch.ones_like(m) for m in masks]
-        hidden = self.embedding(values, masks)  # (B, L, D)
-        padding_all, mask_all = torch.cat(padding, dim=1), torch.cat(masks, dim=1)
-        hidden, event_vector = self.encoder(hidden, padding_all, mask_all)
-
-        log_probs, detections, particle_vectors, daughter_vectors = [], [], [], []
-        for name in self.particle_names:
-            lp, det, vec, daughters = self.branches[name](hidden, padding_all, mask_all, n_jets)
-            log_probs.append(lp)
-            detections.append(det)
-            particle_vectors.append(vec)
-            daughter_vectors.append(daughters)
+            globals_.append(x.unsqueeze(-1) if x.dim() == 1 else x)  # (B,) → (B, 1)
+        full_lengths = [v.shape[1] for v in values]
+        groups = self._length_groups(real) if self._groups_by_length(values) else None
+        if groups is None:
+            encoded = self._encode(values, real, globals_)
+        else:
+            parts = []
+            for rows, lengths in groups:
+                part = self._encode(
+                    [v[rows, :n] for v, n in zip(values, lengths, strict=True)],
+                    [m[rows, :n] for m, n in zip(real, lengths, strict=True)],
+                    [g[rows] for g in globals_],
+                )
+                parts.append(_pad_assignments(part, lengths, full_lengths))
+            order = torch.cat([rows for rows, _ in groups])
+            inverse = torch.empty_like(order)
+            inverse[order] = torch.arange(order.numel(), device=order.device)
+            encoded = [[torch.cat(column)[inverse] for column in zip(*field, strict=True)] for field in zip(*parts, strict=True)]
+        log_probs, (event_vector,), particle_vectors, daughter_vectors = encoded
+        detections = [
+            self.branches[name].detector(vector).squeeze(-1)
+            for name, vector in zip(self.particle_names, particle_vectors, strict=True)
+        ]
         classification = {
             name: self.classifiers[name.replace("/", ":")](event_vector) for name in self.classification_names
         }
@@ -742,6 +845,117 @@ class SPANet2(nn.Module):
             particle_vectors=torch.stack(particle_vectors, dim=1),  # (B, P, D)
             daughter_vectors=torch.stack(daughter_vectors, dim=1),  # (B, P, 2, D)
         )
+
+    def _encode(self, values: list[Tensor], real: list[Tensor], globals_: list[Tensor]) -> list[list[Tensor]]:
+        """Everything per event (embedding, central encoder, branches) for one set of events.
+
+        Returns [log_probs per particle (B, J, J)], [event_vector (B, D)], [particle vector per particle
+        (B, D)], [daughter vectors per particle (B, 2, D)]. The heads with a BatchNorm over events are not
+        here: they see the whole batch at once (see `forward`).
+        """
+        n_jets = sum(v.shape[1] for v in values)
+        padding = [~m for m in real]
+        values = values + [x.unsqueeze(1) for x in globals_]  # (B, 1, F): one slot per global input
+        padding += [torch.zeros(x.shape[0], 1, dtype=torch.bool, device=x.device) for x in globals_]
+        masks = [~p for p in padding]
+        if not self.options.mask_sequence_vectors:  # upstream: linear blocks see every slot as real
+            masks = [torch.ones_like(m) for m in masks]
+        padding_all, mask_all = torch.cat(padding, dim=1), torch.cat(masks, dim=1)
+        if self._all_real(real):  # no padding (a multiplicity group): skip the masking and the key bias
+            masks, padding_all, mask_all = None, None, None
+        hidden = self.embedding(values, masks)  # (B, L, D)
+        hidden, event_vector = self.encoder(hidden, padding_all, mask_all)
+        branches = [self.branches[name](hidden, padding_all, mask_all, n_jets) for name in self.particle_names]
+        log_probs, particle_vectors, daughter_vectors = (list(column) for column in zip(*branches, strict=True))
+        return [log_probs, [event_vector], particle_vectors, daughter_vectors]
+
+    def _all_real(self, real: list[Tensor]) -> bool:
+        """Whether no slot is padding (then masks and key biases are left out: the same arithmetic, fewer
+        passes). Only where grouping applies: on CUDA the check would sync with the host."""
+        return self._groups_by_length(real) and all(bool(m.all()) for m in real)
+
+    def _groups_by_length(self, values: list[Tensor]) -> bool:
+        """Whether this forward runs per jet-multiplicity group (see `_length_groups`).
+
+        Exact only when nothing mixes vectors across events or sees padding: per-vector LayerNorm (or none),
+        not BatchNorm / MaskedBatchNorm in the blocks. Off on CUDA (the GPU pads for free, and grouping
+        would sync with the host every batch), under torch.compile and while tracing for ONNX (data-dependent
+        shapes).
+        """
+        return (
+            self.group_by_length
+            and bool(values)
+            and self.options.normalization in ("LayerNorm", "None")
+            and self.options.mask_sequence_vectors  # else padded jets are pair candidates: trimming changes that
+            and not values[0].is_cuda
+            and not torch.compiler.is_compiling()
+            and not torch.jit.is_tracing()  # ONNX export: the graph must not bake in one batch's grouping
+        )
+
+    def _length_groups(self, real: list[Tensor]) -> list[tuple[Tensor, list[int]]] | None:
+        """Split the batch by jet multiplicity: [(event rows, trimmed length per sequential input)].
+
+        An event's length in one input is its last real slot + 1 (masks need not be left-aligned). Each group
+        is trimmed to its longest event; which multiplicities share a group minimises (`_merge_lengths`) the
+        work in vector slots plus a fixed cost per group (every group is a pass of its own through the
+        network). None when grouping would not trim anything.
+        """
+        slots = [torch.arange(1, m.shape[1] + 1, device=m.device) for m in real]
+        lengths = torch.stack([(m * s).amax(dim=1) for m, s in zip(real, slots, strict=True)], dim=1)  # (B, S)
+        keys, inverse, counts = torch.unique(lengths, dim=0, return_inverse=True, return_counts=True)
+        keys, counts = keys.tolist(), counts.tolist()
+        order = sorted(range(len(keys)), key=lambda k: (sum(keys[k]), keys[k]))
+        segments = _merge_lengths([keys[k] for k in order], [counts[k] for k in order], 1 + len(self.global_names))
+        if len(segments) == 1 and segments[0][1] == [m.shape[1] for m in real]:
+            return None
+        groups = []
+        for members, trimmed in segments:
+            chosen = torch.zeros(len(keys), dtype=torch.bool, device=inverse.device)
+            chosen[[order[k] for k in members]] = True
+            groups.append((chosen[inverse].nonzero().squeeze(1), [max(n, 1) for n in trimmed]))
+        return groups
+
+
+def _merge_lengths(keys: list[list[int]], counts: list[int], extra: int) -> list[tuple[list[int], list[int]]]:
+    """Cut the length keys (sorted by total length) into consecutive groups of least estimated cost.
+
+    A group costs GROUP_COST_SLOTS + events × (Σ of its longest length per input + extra slots), `extra`
+    being the event token and the global inputs. Dynamic programming over the cut points (a few dozen keys
+    at most). Returns [(key indices, trimmed length per input)].
+    """
+    best, cut = [0.0] + [math.inf] * len(keys), [0] * (len(keys) + 1)
+    for end in range(1, len(keys) + 1):
+        longest, events = [0] * len(keys[0]), 0
+        for start in range(end - 1, -1, -1):  # grow the group [start, end) backwards
+            longest = [max(a, b) for a, b in zip(longest, keys[start], strict=True)]
+            events += counts[start]
+            cost = best[start] + GROUP_COST_SLOTS + events * (sum(longest) + extra)
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    segments, end = [], len(keys)
+    while end > 0:
+        start = cut[end]
+        members = list(range(start, end))
+        segments.append((members, [max(keys[k][s] for k in members) for s in range(len(keys[0]))]))
+        end = start
+    return segments[::-1]
+
+
+def _pad_assignments(encoded: list[list[Tensor]], lengths: list[int], full: list[int]) -> list[list[Tensor]]:
+    """One group's `_encode` output with its (B, n, n) log-probabilities put back on the full J × J grid (−inf)."""
+    if lengths == full:
+        return encoded
+    offsets = [sum(full[:i]) for i in range(len(full))]
+    positions = torch.cat(
+        [torch.arange(n, device=encoded[1][0].device) + offset for n, offset in zip(lengths, offsets, strict=True)]
+    )  # slot of each trimmed vector on the full grid
+    total = sum(full)
+    padded = []
+    for log_probs in encoded[0]:
+        grid = log_probs.new_full((log_probs.shape[0], total, total), float("-inf"))
+        grid[:, positions[:, None], positions[None, :]] = log_probs
+        padded.append(grid)
+    return [padded, *encoded[1:]]
 
 
 def parameter_counts(model: SPANet2) -> dict[str, int]:

@@ -145,6 +145,23 @@ def test_every_block_type_trains(block, transformer):
         assert torch.equal(lp, lp.transpose(1, 2))
 
 
+@pytest.mark.parametrize("block", ["Basic", "Resnet", "Gated", "GRU"])
+@pytest.mark.parametrize("activation", ["ReLU", "PReLU", "ELU", "CELU", "GELU"])
+def test_every_activation_trains_in_every_block(block, activation):
+    """Sparse dropout (p < 0.05) on; PReLU has one slope per feature of (B, L, D) vectors (as upstream's
+    (vectors, D) matrices), not per slot."""
+    model = _model(linear_block_type=block, linear_activation=activation, dropout=0.01).train()
+    out = model(_batch(16))
+    loss = sum(-lp.clamp_min(-30).mean() for lp in out.assignment_log_probs) + out.event_vector.square().sum()
+    loss.backward()
+    grads = [p.grad for n, p in model.named_parameters() if "detector" not in n and "classifiers" not in n]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    if activation == "PReLU":
+        slopes = [m.weight for n, m in model.named_modules()
+                  if isinstance(m, torch.nn.PReLU) and "detector" not in n and "classifiers" not in n]  # fmt: skip
+        assert slopes and all(w.grad is not None and w.grad.abs().sum() > 0 for w in slopes)
+
+
 @pytest.mark.parametrize("norm", ["BatchNorm", "MaskedBatchNorm", "None"])
 def test_every_normalization_trains_and_ignores_padding(norm):
     model = _model(normalization=norm).train()
@@ -267,3 +284,145 @@ def test_sparse_dropout_is_bernoulli_with_the_right_rate_and_scale():
     assert layer.eval()(x) is x
     tiny = SparseDropout(p).train()(torch.ones(3))
     assert tiny.shape == (3,)
+
+
+def _outputs_and_grads(model: SPANet2, batch: dict, grouped: bool) -> tuple[list[torch.Tensor], dict]:
+    model.group_by_length = grouped
+    model.zero_grad(set_to_none=True)
+    out = model(batch)
+    finite = [torch.where(torch.isinf(lp), torch.zeros_like(lp), lp) for lp in out.assignment_log_probs]
+    loss = sum(f.square().sum() for f in finite) + out.classification_logits["EVENT/signal"].square().sum()
+    (loss + out.detection_logits.square().sum() + out.daughter_vectors.sum()).backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    values = [*out.assignment_log_probs, out.detection_logits, out.classification_logits["EVENT/signal"],
+              out.event_vector, out.particle_vectors, out.daughter_vectors]  # fmt: skip
+    return values, grads
+
+
+@pytest.mark.parametrize("group_cost", [0, 300, 10**9])
+def test_multiplicity_groups_give_the_padded_network_exactly(monkeypatch, group_cost):
+    """Split by jet multiplicity (CPU speed path), outputs and gradients equal the padded forward's: the
+    trimmed slots are padding, which nothing per event sees. BatchNorm heads still see the whole batch. In
+    float64, so that the order of summation (float32 rounding, ~1e-4 on a gradient summed over all slots)
+    does not hide a real difference: equal to 1e-9."""
+    import spanet2.training.model as model_module
+
+    monkeypatch.setattr(model_module, "GROUP_COST_SLOTS", group_cost)
+    model = _model(dropout=0.0).double().train()  # train mode: the heads' BatchNorm uses batch statistics
+    batch = _batch(n=96, jets=10, seed=3)
+    batch["sequential"]["Source"] = batch["sequential"]["Source"].double()
+    batch["global"]["Kappa"] = batch["global"]["Kappa"].double()
+    mask = batch["sequential_mask"]["Source"]
+    mask[5, :] = False  # an event with no jets
+    mask[7, 2] = False  # a hole: not left-aligned
+    mask[11, 1:] = False  # one jet
+    mask[:, 9] = False  # the last slot is padding everywhere: even one group trims it
+    batch["sequential"]["Source"][~mask] = 0.0
+    lengths = (mask * torch.arange(1, 11)).amax(1)
+    groups = model._length_groups([mask])
+    assert groups is not None and sum(len(rows) for rows, _ in groups) == 96
+    for rows, (n,) in groups:
+        assert (lengths[rows] <= n).all() and n <= 9
+    if group_cost == 0:  # no cost per group: one group per multiplicity
+        assert len(groups) == len(torch.unique(lengths))
+    if group_cost == 10**9:  # one group, trimmed to the longest event
+        assert len(groups) == 1 and groups[0][1] == [9]
+    padded, padded_grads = _outputs_and_grads(model, batch, grouped=False)
+    grouped, grouped_grads = _outputs_and_grads(model, batch, grouped=True)
+    for a, b in zip(padded, grouped, strict=True):
+        assert a.shape == b.shape
+        assert torch.equal(torch.isneginf(a), torch.isneginf(b))
+        torch.testing.assert_close(b, a, atol=1e-9, rtol=1e-7)
+    assert padded_grads.keys() == grouped_grads.keys()
+    for name, grad in padded_grads.items():
+        torch.testing.assert_close(grouped_grads[name], grad, atol=1e-9, rtol=1e-7, msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_multiplicity_groups_are_off_where_they_would_not_be_exact():
+    batch = _batch(n=32, jets=10)
+    assert not _model(normalization="BatchNorm")._groups_by_length([batch["sequential"]["Source"]])
+    assert not _model(normalization="MaskedBatchNorm")._groups_by_length([batch["sequential"]["Source"]])
+    assert _model()._groups_by_length([batch["sequential"]["Source"]])
+    full = torch.ones(32, 10, dtype=torch.bool)
+    assert _model()._length_groups([full]) is None  # nothing to trim: the plain padded forward
+
+
+def test_merge_lengths_finds_the_cheapest_consecutive_grouping(monkeypatch):
+    """The dynamic programme against every way of cutting the sorted keys into consecutive groups."""
+    import itertools
+
+    import spanet2.training.model as model_module
+
+    monkeypatch.setattr(model_module, "GROUP_COST_SLOTS", 500)
+    rng = np.random.default_rng(0)
+
+    def cost(keys, counts, members):
+        longest = [max(keys[k][s] for k in members) for s in range(len(keys[0]))]
+        return 500 + sum(counts[k] for k in members) * (sum(longest) + 2)
+
+    for trial in range(30):
+        n_inputs = 1 + trial % 2
+        keys = sorted({tuple(rng.integers(0, 11, n_inputs).tolist()) for _ in range(rng.integers(1, 8))},
+                      key=lambda k: (sum(k), k))  # fmt: skip
+        keys = [list(k) for k in keys]
+        counts = rng.integers(1, 800, len(keys)).tolist()
+        segments = model_module._merge_lengths(keys, counts, extra=2)
+        assert [k for members, _ in segments for k in members] == list(range(len(keys)))  # a partition, in order
+        for members, trimmed in segments:
+            assert trimmed == [max(keys[k][s] for k in members) for s in range(n_inputs)]
+        got = sum(cost(keys, counts, members) for members, _ in segments)
+        brute = min(
+            sum(cost(keys, counts, range(a, b)) for a, b in itertools.pairwise([0, *cuts, len(keys)]))
+            for r in range(len(keys))
+            for cuts in itertools.combinations(range(1, len(keys)), r)
+        )
+        assert got == brute
+
+
+@pytest.mark.parametrize("activation", ["GELU", "PReLU", "ReLU"])
+def test_folded_dropout_gives_the_rescaled_dropout_exactly(activation):
+    """SparseDropout's 1/(1 − p) folded into the next linear map (zeroing in place) draws the same elements
+    as the plain rescaling dropout from the same random state and gives the same outputs and gradients."""
+    from spanet2.training.model import SparseDropout, linear_block
+
+    options = Options(**{**SMALL, "dropout": 0.02, "linear_activation": activation, "linear_block_type": "GRU"})
+    torch.manual_seed(0)
+    block = linear_block(16, 16, options, skip=True).train()
+    assert isinstance(block.dropout, SparseDropout)
+    assert block.fold_dropout == (activation != "ReLU")  # ReLU saves its output: no zeroing in place
+    x = torch.randn(40, 7, 16)
+    mask = torch.rand(40, 7) < 0.8
+    results = []
+    for folded in (False, True):
+        block.fold_dropout = folded and activation != "ReLU"
+        block.zero_grad(set_to_none=True)
+        xi = x.clone().requires_grad_(True)
+        torch.manual_seed(1)
+        out = block(xi, mask)
+        out.pow(2).sum().backward()
+        results.append((out.detach(), xi.grad, {n: p.grad for n, p in block.named_parameters()}))
+    (out0, gx0, g0), (out1, gx1, g1) = results
+    block.eval()
+    assert not torch.allclose(out0, block(x, mask))  # the dropout dropped something
+    torch.testing.assert_close(out1, out0, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(gx1, gx0, atol=1e-5, rtol=1e-4)
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], atol=1e-5, rtol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_attention_dropout_folded_into_the_softmax_matches_plain_dropout():
+    from spanet2.training.model import SparseDropout, _SelfAttention
+
+    torch.manual_seed(0)
+    attention = _SelfAttention(16, 2, 0.03).train()
+    x = torch.randn(30, 6, 16)
+    torch.manual_seed(5)
+    out = attention(x, None)
+    # the reference: softmax, then SparseDropout's rescaling forward from the same random state
+    torch.manual_seed(5)
+    q, k, v = attention.qkv(x).view(30, 6, 3, 2, 8).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, L, Dh)
+    weights = torch.softmax(q @ k.transpose(-1, -2) / 8**0.5, dim=-1).reshape(60, 6, 6)
+    weights = SparseDropout(0.03).train()(weights).view(30, 2, 6, 6)
+    reference = attention.out((weights @ v).transpose(1, 2).reshape(30, 6, 16))
+    assert (weights == 0).any()
+    torch.testing.assert_close(out, reference, atol=1e-5, rtol=1e-4)
