@@ -100,6 +100,14 @@ def measure_ours(
     return rate, cpu_rate, parameter_counts(model), warmup
 
 
+def _mean_and_error(values: list[float]) -> str:
+    """"m.mm ± e.ee×" (standard error of the mean of the repeats; "± ?" with one repeat)."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return f"{mean:.2f}x ± ?"
+    return f"{mean:.2f} ± {statistics.stdev(values) / len(values) ** 0.5:.2f}x"
+
+
 SKIP_WITHOUT_UPSTREAM = (
     "skipped: the baseline is upstream SPANet 2.1.1 in its own venv; pass --upstream-python "
     "(or set SPANET_UPSTREAM_PYTHON) — see docs/network.md"
@@ -139,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None, help="default: the options' (2048 tuned)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="measure SPANet2 and upstream in turn this many times; the ratio is the mean of the "
+                             "pairs' ratios ± its standard error (the machine's speed drifts between runs)")  # fmt: skip
     parser.add_argument("--data", type=Path, default=None, help="SPANet HDF5 (default: synthetic events)")
     parser.add_argument("--compile", action="store_true",
                         help="also time SPANet2 under torch.compile (options 'compile: true'; compiling takes minutes)")  # fmt: skip
@@ -149,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0]
     print(f"torch {torch.__version__}, {args.threads} threads, load average {load:.2f}, {args.steps} timed steps")
     print("Rates per wall-clock second and per CPU-second of the measuring process (the CPU rate is the one to")
-    print("trust on a shared machine: other load changes wall time, not the CPU time a step needs).")
+    print("trust on a shared machine: other load changes wall time, not the CPU time a step needs). Rates are")
+    print(f"medians of {args.repeats} turns (SPANet2, then upstream); ratios the mean ± standard error of the turns'.")
     print("| options | batch | params SPANet2 | params upstream | SPANet2 ev/s | upstream ev/s | ratio | "
           "SPANet2 ev/CPU-s | upstream ev/CPU-s | ratio (CPU) |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -167,18 +179,24 @@ def main(argv: list[str] | None = None) -> int:
             timed = read_event_arrays(data, load_topology(ROOT / options.event_info_file), stop=2 * options.batch_size)
             print(f"  data: {data.name}, timed events have {timed.n_jets.mean():.2f} real jets on average "
                   f"({sum(m.shape[1] for m in timed.sequential_mask.values())} slots); SPANet2 trims the padding, upstream pads")  # fmt: skip
-            ours, ours_cpu, counts, _ = measure_ours(options, data, args.threads, args.steps)
-            upstream = measure_upstream(args.upstream_python, options, data, args.threads, args.steps, tmp)
-            theirs, rate, rate_cpu = upstream["parameters"], upstream["events_per_s"], upstream["events_per_cpu_s"]
+            pairs = []  # (ours, ours per CPU-s, upstream, upstream per CPU-s), measured in turn
+            for _ in range(args.repeats):
+                ours, ours_cpu, counts, _ = measure_ours(options, data, args.threads, args.steps)
+                upstream = measure_upstream(args.upstream_python, options, data, args.threads, args.steps, tmp)
+                pairs.append((ours, ours_cpu, upstream["events_per_s"], upstream["events_per_cpu_s"]))
+            theirs = upstream["parameters"]
+            ours, ours_cpu, rate, rate_cpu = (statistics.median(column) for column in zip(*pairs, strict=True))
+            ratio, ratio_cpu = (
+                _mean_and_error([pair[i] / pair[i + 2] for pair in pairs]) for i in (0, 1)
+            )  # fmt: skip
             print(
                 f"| hidden_dim {hidden} | {options.batch_size} | {counts['total']:,} | {theirs['total']:,} | "
-                f"{ours:,.0f} | {rate:,.0f} | {ours / rate:.2f}x | {ours_cpu:,.0f} | {rate_cpu:,.0f} | "
-                f"{ours_cpu / rate_cpu:.2f}x |"
+                f"{ours:,.0f} | {rate:,.0f} | {ratio} | {ours_cpu:,.0f} | {rate_cpu:,.0f} | {ratio_cpu} |"
             )
             if args.compile:
                 fast, fast_cpu, _, compile_s = measure_ours(options, data, args.threads, args.steps, compiled=True)
                 print(f"| hidden_dim {hidden}, SPANet2 compiled ({compile_s:.0f} s to compile) | "
-                      f"{options.batch_size} | | | {fast:,.0f} | {rate:,.0f} | {fast / rate:.2f}x | "
+                      f"{options.batch_size} | | | {fast:,.0f} | {rate:,.0f} | {fast / rate:.2f}x (one turn) | "
                       f"{fast_cpu:,.0f} | {rate_cpu:,.0f} | {fast_cpu / rate_cpu:.2f}x |")  # fmt: skip
             for module, name in UPSTREAM_NAMES.items():
                 diff = counts[module] / max(theirs.get(name, 0), 1) - 1
