@@ -813,16 +813,19 @@ class SPANet2(nn.Module):
             x = batch["global"][name]
             globals_.append(x.unsqueeze(-1) if x.dim() == 1 else x)  # (B,) → (B, 1)
         full_lengths = [v.shape[1] for v in values]
-        groups = self._length_groups(real) if self._groups_by_length(values) else None
+        grouping = self._groups_by_length(values)
+        groups = self._length_groups(real) if grouping else None
         if groups is None:
-            encoded = self._encode(values, real, globals_)
+            encoded = self._encode(values, real, globals_, grouping and _all_real(real))
         else:
             parts = []
             for rows, lengths in groups:
+                trimmed = [m[rows, :n] for m, n in zip(real, lengths, strict=True)]
                 part = self._encode(
                     [v[rows, :n] for v, n in zip(values, lengths, strict=True)],
-                    [m[rows, :n] for m, n in zip(real, lengths, strict=True)],
+                    trimmed,
                     [g[rows] for g in globals_],
+                    _all_real(trimmed),
                 )
                 parts.append(_pad_assignments(part, lengths, full_lengths))
             order = torch.cat([rows for rows, _ in groups])
@@ -846,33 +849,31 @@ class SPANet2(nn.Module):
             daughter_vectors=torch.stack(daughter_vectors, dim=1),  # (B, P, 2, D)
         )
 
-    def _encode(self, values: list[Tensor], real: list[Tensor], globals_: list[Tensor]) -> list[list[Tensor]]:
-        """Everything per event (embedding, central encoder, branches) for one set of events.
+    def _encode(
+        self, values: list[Tensor], real: list[Tensor], globals_: list[Tensor], all_real: bool
+    ) -> list[list[Tensor]]:
+        """Everything per event (embedding, central encoder, branches) for one set of events; all_real: no slot
+        is padding, so the masking and the attention key bias are left out (the same arithmetic, fewer passes).
 
         Returns [log_probs per particle (B, J, J)], [event_vector (B, D)], [particle vector per particle
         (B, D)], [daughter vectors per particle (B, 2, D)]. The heads with a BatchNorm over events are not
         here: they see the whole batch at once (see `forward`).
         """
         n_jets = sum(v.shape[1] for v in values)
-        padding = [~m for m in real]
         values = values + [x.unsqueeze(1) for x in globals_]  # (B, 1, F): one slot per global input
-        padding += [torch.zeros(x.shape[0], 1, dtype=torch.bool, device=x.device) for x in globals_]
-        masks = [~p for p in padding]
-        if not self.options.mask_sequence_vectors:  # upstream: linear blocks see every slot as real
-            masks = [torch.ones_like(m) for m in masks]
-        padding_all, mask_all = torch.cat(padding, dim=1), torch.cat(masks, dim=1)
-        if self._all_real(real):  # no padding (a multiplicity group): skip the masking and the key bias
-            masks, padding_all, mask_all = None, None, None
+        masks, padding_all, mask_all = None, None, None
+        if not all_real:
+            padding = [~m for m in real]
+            padding += [torch.zeros(x.shape[0], 1, dtype=torch.bool, device=x.device) for x in globals_]
+            masks = [~p for p in padding]
+            if not self.options.mask_sequence_vectors:  # upstream: linear blocks see every slot as real
+                masks = [torch.ones_like(m) for m in masks]
+            padding_all, mask_all = torch.cat(padding, dim=1), torch.cat(masks, dim=1)
         hidden = self.embedding(values, masks)  # (B, L, D)
         hidden, event_vector = self.encoder(hidden, padding_all, mask_all)
         branches = [self.branches[name](hidden, padding_all, mask_all, n_jets) for name in self.particle_names]
         log_probs, particle_vectors, daughter_vectors = (list(column) for column in zip(*branches, strict=True))
         return [log_probs, [event_vector], particle_vectors, daughter_vectors]
-
-    def _all_real(self, real: list[Tensor]) -> bool:
-        """Whether no slot is padding (then masks and key biases are left out: the same arithmetic, fewer
-        passes). Only where grouping applies: on CUDA the check would sync with the host."""
-        return self._groups_by_length(real) and all(bool(m.all()) for m in real)
 
     def _groups_by_length(self, values: list[Tensor]) -> bool:
         """Whether this forward runs per jet-multiplicity group (see `_length_groups`).
@@ -914,6 +915,11 @@ class SPANet2(nn.Module):
             chosen[[order[k] for k in members]] = True
             groups.append((chosen[inverse].nonzero().squeeze(1), [max(n, 1) for n in trimmed]))
         return groups
+
+
+def _all_real(real: list[Tensor]) -> bool:
+    """Whether no slot of the (B, J) masks is padding (asked only where grouping applies: on CUDA it would sync)."""
+    return all(bool(m.all()) for m in real)
 
 
 def _merge_lengths(keys: list[list[int]], counts: list[int], extra: int) -> list[tuple[list[int], list[int]]]:
