@@ -23,8 +23,12 @@ dropped elements and folds its 1/(1 − p) into the next linear map.
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import logging
 import math
+import os
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -67,6 +71,21 @@ GATE_BIAS = 2.0
 # the network, whose fixed cost (~10k operator calls of a few microseconds each, forward and backward) is
 # about that of this many event × vector slots at hidden_dim 32; the grouping weighs it against padding.
 GROUP_COST_SLOTS = 512
+
+# torch's CPU bmm multiplies matrices with rows · inner · columns < 400 in a plain loop, ~4x slower per
+# matrix than its BLAS path (76 vs 396 ns for 7×8 @ 8×7 against 7×9 @ 9×7, 1 thread). Short sequences
+# (≤ 7 tokens at head width 8) fall below it, so the CPU attention widens its heads with zero columns
+# where that costs less than it saves (`_head_width`); the products are unchanged.
+SMALL_BMM_PRODUCT = 400
+
+# With more than one torch thread, the multiplicity groups of a training batch run side by side, one worker
+# thread each (one torch thread per worker), forward and backward (`_ParallelGroups`): the groups' operations are
+# too small for torch's own threads to share well (two threads gave ~1.4x one thread; the groups side by side
+# give ~1.35x more). The state of each worker's dropout stream is drawn from the global generator, so a seed
+# still fixes the result for a given number of threads.
+PARALLEL_GROUPS = True
+MAX_GROUP_WORKERS = 4  # beyond this the workers' Python would contend for the GIL (measured only up to 2 cores)
+_WORKER = threading.local()  # .generator: the dropout stream of a _ParallelGroups worker
 
 Batch = dict  # {"sequential": {name: (B, J, F)}, "sequential_mask": {name: (B, J) bool}, "global": {name: (B, F)}, ...}
 
@@ -172,9 +191,10 @@ class SparseDropout(nn.Module):
         """Flat indices of the dropped elements among n: i.i.d. Bernoulli(p) from geometric gaps."""
         expected = n * self.p
         draws = int(expected + 6.0 * math.sqrt(expected) + 16)  # enough gaps to cover n with overwhelming odds
-        positions = torch.empty(draws, device=device).geometric_(self.p).cumsum_(0) - 1.0  # 0-based
+        generator = getattr(_WORKER, "generator", None)  # a worker of _ParallelGroups draws from its own stream
+        positions = torch.empty(draws, device=device).geometric_(self.p, generator=generator).cumsum_(0) - 1.0
         while positions[-1] < n:  # astronomically rare: draw more gaps
-            more = torch.empty(draws, device=device).geometric_(self.p).cumsum_(0) + positions[-1]
+            more = torch.empty(draws, device=device).geometric_(self.p, generator=generator).cumsum_(0) + positions[-1]
             positions = torch.cat([positions, more])
         return positions[positions < n].long()
 
@@ -292,18 +312,24 @@ class GRUGate(nn.Module):
         # each D×D piece initialised like its own nn.Linear(dim, dim): the fused maps have fan_in = dim too
 
     def forward(self, x: Tensor, skip: Tensor, x_scale: float = 1.0) -> Tensor:
-        """The gate on x_scale · x (a dropout's rescaling folded into W_r | W_z | W_g)."""
-        skip = skip.to(x.dtype)
-        if x_scale == 1.0:
-            projected = self.input_proj(x)
-        else:
-            projected = F.linear(x, self.input_proj.weight * x_scale, self.input_proj.bias)
-        wr, wz, wg = projected.split(self.dim, dim=-1)
-        ur, uz = self.skip_proj(skip).split(self.dim, dim=-1)
-        reset = torch.sigmoid(wr + ur)
-        update = torch.sigmoid(wz + uz - self.gate_bias.to(x.dtype))
-        candidate = torch.tanh(wg + self.candidate_proj(reset * skip))
-        return skip + update * (candidate - skip)  # (1 − z)·skip + z·h, written out for autocast
+        """The gate on x_scale · x (a dropout's rescaling folded into W_r | W_z | W_g).
+
+        Written as few passes over the (vectors, D) tensors as possible (on CPU at hidden 32 the gates'
+        element-wise work, not their matrix products, is what costs): b_g is folded into the bias of W_z, the
+        U products are accumulated onto the W products by addmm, r and z take one sigmoid, and
+        (1 − z)·s + z·h is one lerp.
+        """
+        shape, dim = skip.shape, self.dim
+        skip = skip.to(x.dtype).reshape(-1, dim)
+        weight, bias = self.input_proj.weight, self.input_proj.bias
+        if x_scale != 1.0:
+            weight = weight * x_scale
+        bias = torch.cat([bias[:dim], bias[dim : 2 * dim] - self.gate_bias, bias[2 * dim :]])
+        w_rz, w_g = F.linear(x.reshape(-1, dim), weight, bias).split([2 * dim, dim], dim=-1)
+        reset, update = torch.sigmoid(torch.addmm(w_rz, skip, self.skip_proj.weight.t())).split(dim, dim=-1)
+        candidate = torch.tanh(torch.addmm(w_g, reset * skip, self.candidate_proj.weight.t()))
+        # (1 − z)·skip + z·h; lerp does not promote, and autocast leaves skip in float32 and h, z in bfloat16
+        return torch.lerp(skip, candidate.to(skip.dtype), update.to(skip.dtype)).view(shape)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -477,31 +503,57 @@ class _SelfAttention(nn.Module):
         """x (B, L, D), attn_bias (B, 1, 1, L) additive (0 or −inf), None without padding → (B, L, D)."""
         batch, length, dim = x.shape
         heads, head_dim = self.heads, dim // self.heads
-        qkv = self.qkv(x).view(batch, length, 3, heads, head_dim)  # (B, L, 3, H, Dh)
-        if attn_bias is not None:
-            attn_bias = attn_bias.to(qkv.dtype)  # autocast: the bias must match q's dtype
         p = self.dropout_p if self.training else 0.0
         if x.is_cuda or FUSED_ATTENTION_ON_CPU:
+            qkv = self.qkv(x).view(batch, length, 3, heads, head_dim)  # (B, L, 3, H, Dh)
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, Dh)
+            if attn_bias is not None:
+                attn_bias = attn_bias.to(q.dtype)  # autocast: the bias must match q's dtype
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=p)  # (B, H, L, Dh)
+            return self.out(out.transpose(1, 2).reshape(batch, length, dim))
+        # Heads widened with zero columns (zero rows of W_q, W_k, W_v; zero columns of W_out) where torch's
+        # bmm would otherwise take its slow small-matrix loop: the same dot products, a faster kernel.
+        width = _head_width(length, head_dim)
+        weight, bias = self.qkv.weight.view(3, heads, head_dim, dim), self.qkv.bias.view(3, heads, head_dim)
+        q, k, v = (
+            F.linear(x, _widen(weight, width, 2).reshape(-1, dim), _widen(bias, width, 2).reshape(-1))
+            .view(batch, length, 3, heads, width)
+            .permute(2, 0, 3, 1, 4)
+            .reshape(3, batch * heads, length, width)
+            .unbind(0)
+        )  # each (B·H, L, W)
+        if attn_bias is None:
+            scores = torch.bmm(q, k.transpose(1, 2)).mul_(head_dim**-0.5)  # (B·H, L, L)
         else:
-            q, k, v = (
-                qkv.permute(2, 0, 3, 1, 4).reshape(3, batch * heads, length, head_dim).unbind(0)
-            )  # (B·H, L, Dh)
-            if attn_bias is None:
-                scores = torch.bmm(q, k.transpose(1, 2)).mul_(head_dim**-0.5)  # (B·H, L, L)
-            else:
-                bias = attn_bias.expand(batch, heads, 1, length).reshape(batch * heads, 1, length)  # (B·H, 1, L)
-                scores = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=head_dim**-0.5)  # (B·H, L, L)
-            # softmax written out: torch.softmax over a 12-wide last axis is slow on CPU
-            weights = (scores - scores.amax(dim=-1, keepdim=True).detach()).exp()
-            if isinstance(self.weight_dropout, SparseDropout):  # its 1/(1 − p) folded into the normaliser
-                norm = weights.sum(dim=-1, keepdim=True) * (1.0 / self.weight_dropout.scale)
-                weights = self.weight_dropout.zero_in_place(weights / norm)
-            else:
-                weights = self.weight_dropout(weights / weights.sum(dim=-1, keepdim=True))
-            out = torch.bmm(weights, v).view(batch, heads, length, head_dim)  # (B, H, L, Dh)
-        return self.out(out.transpose(1, 2).reshape(batch, length, dim))
+            key_bias = attn_bias.to(q.dtype).expand(batch, heads, 1, length).reshape(batch * heads, 1, length)
+            scores = torch.baddbmm(key_bias, q, k.transpose(1, 2), alpha=head_dim**-0.5)  # (B·H, L, L)
+        # softmax written out: torch.softmax over a 12-wide last axis is slow on CPU
+        weights = (scores - scores.amax(dim=-1, keepdim=True).detach()).exp()
+        if isinstance(self.weight_dropout, SparseDropout):  # its 1/(1 − p) folded into the normaliser
+            norm = weights.sum(dim=-1, keepdim=True) * (1.0 / self.weight_dropout.scale)
+            weights = self.weight_dropout.zero_in_place(weights / norm)
+        else:
+            weights = self.weight_dropout(weights / weights.sum(dim=-1, keepdim=True))
+        out = torch.bmm(weights, v).view(batch, heads, length, width).transpose(1, 2)  # (B, L, H, W)
+        out_weight = _widen(self.out.weight.view(dim, heads, head_dim), width, 2).reshape(dim, heads * width)
+        return F.linear(out.reshape(batch, length, heads * width), out_weight, self.out.bias)
+
+
+def _head_width(length: int, head_dim: int) -> int:
+    """The head width for the CPU attention over `length` tokens: widened with zeros up to torch's BLAS bmm
+    (width · length² ≥ SMALL_BMM_PRODUCT) where that pays. Measured on one gated layer, forward and backward,
+    hidden 32, 1 thread: length 7 (width 9) 1.34x, length 6 (width 12) 1.19x; widening to 2 × the head width
+    (length 5) did not pay (0.91x)."""
+    need = -(-SMALL_BMM_PRODUCT // (length * length))  # ceil
+    return need if head_dim < need and 2 * need <= 3 * head_dim else head_dim
+
+
+def _widen(t: Tensor, width: int, dim: int) -> Tensor:
+    """t with zeros appended along `dim` up to `width`."""
+    extra = width - t.shape[dim]
+    if extra <= 0:
+        return t
+    return torch.cat([t, t.new_zeros(*t.shape[:dim], extra, *t.shape[dim + 1 :])], dim=dim)
 
 
 class TransformerLayer(nn.Module):
@@ -815,19 +867,18 @@ class SPANet2(nn.Module):
         full_lengths = [v.shape[1] for v in values]
         grouping = self._groups_by_length(values)
         groups = self._length_groups(real) if grouping else None
+        workers = self._parallel_workers() if grouping else 1
+        if workers > 1:
+            rows = torch.arange(values[0].shape[0], device=values[0].device)
+            groups = _split_groups(groups or [(rows, full_lengths)], workers)
         if groups is None:
             encoded = self._encode(values, real, globals_, grouping and _all_real(real))
         else:
-            parts = []
-            for rows, lengths in groups:
-                trimmed = [m[rows, :n] for m, n in zip(real, lengths, strict=True)]
-                part = self._encode(
-                    [v[rows, :n] for v, n in zip(values, lengths, strict=True)],
-                    trimmed,
-                    [g[rows] for g in globals_],
-                    _all_real(trimmed),
-                )
-                parts.append(_pad_assignments(part, lengths, full_lengths))
+            encode = functools.partial(self._encode_group, values, real, globals_, full_lengths)
+            if workers > 1:
+                parts = _encode_in_workers(encode, groups, workers, 1 + len(self.global_names), self)
+            else:
+                parts = [encode(group) for group in groups]
             order = torch.cat([rows for rows, _ in groups])
             inverse = torch.empty_like(order)
             inverse[order] = torch.arange(order.numel(), device=order.device)
@@ -848,6 +899,37 @@ class SPANet2(nn.Module):
             particle_vectors=torch.stack(particle_vectors, dim=1),  # (B, P, D)
             daughter_vectors=torch.stack(daughter_vectors, dim=1),  # (B, P, 2, D)
         )
+
+    def _encode_group(
+        self,
+        values: list[Tensor],
+        real: list[Tensor],
+        globals_: list[Tensor],
+        full_lengths: list[int],
+        group: tuple[Tensor, list[int]],
+    ) -> list[list[Tensor]]:
+        """`_encode` for one multiplicity group (event rows, trimmed length per input), its assignments put back
+        on the full grid."""
+        rows, lengths = group
+        trimmed = [m[rows, :n] for m, n in zip(real, lengths, strict=True)]
+        part = self._encode(
+            [v[rows, :n] for v, n in zip(values, lengths, strict=True)],
+            trimmed,
+            [g[rows] for g in globals_],
+            _all_real(trimmed),
+        )
+        return _pad_assignments(part, lengths, full_lengths)
+
+    def _parallel_workers(self) -> int:
+        """How many worker threads run the multiplicity groups side by side (1: none, see PARALLEL_GROUPS).
+
+        Off under autocast (its state is per thread) and with dropout drawn by torch (p ≥ 0.05: nn.Dropout
+        has no generator argument, so the workers' draws would depend on their timing)."""
+        if not PARALLEL_GROUPS or torch.is_autocast_enabled("cpu"):
+            return 1
+        if self.training and SPARSE_DROPOUT_BELOW <= self.options.dropout:
+            return 1
+        return min(torch.get_num_threads(), MAX_GROUP_WORKERS)
 
     def _encode(
         self, values: list[Tensor], real: list[Tensor], globals_: list[Tensor], all_real: bool
@@ -945,6 +1027,123 @@ def _merge_lengths(keys: list[list[int]], counts: list[int], extra: int) -> list
         segments.append((members, [max(keys[k][s] for k in members) for s in range(len(keys[0]))]))
         end = start
     return segments[::-1]
+
+
+def _split_groups(groups: list[tuple[Tensor, list[int]]], workers: int) -> list[tuple[Tensor, list[int]]]:
+    """At least `workers` groups: the one with most events is halved (same trimmed lengths) until there are."""
+    groups = list(groups)
+    while len(groups) < workers:
+        largest = max(range(len(groups)), key=lambda g: groups[g][0].numel())
+        rows, lengths = groups[largest]
+        if rows.numel() < 2:
+            break
+        half = rows.numel() // 2
+        groups[largest : largest + 1] = [(rows[:half], lengths), (rows[half:], lengths)]
+    return groups
+
+
+def _bins(costs: list[float], workers: int) -> list[list[int]]:
+    """Items of the given costs dealt to at most `workers` bins, the most costly first to the least loaded bin
+    (each bin's items in their original order; no empty bins)."""
+    loads, bins = [0.0] * workers, [[] for _ in range(workers)]
+    for item in sorted(range(len(costs)), key=lambda i: -costs[i]):
+        target = min(range(workers), key=lambda b: loads[b])
+        bins[target].append(item)
+        loads[target] += costs[item]
+    return [sorted(b) for b in bins if b]
+
+
+def _encode_in_workers(encode, groups: list[tuple[Tensor, list[int]]], workers: int, extra: int, model: SPANet2) -> list:
+    """`encode` on every group, the groups dealt to `workers` threads by cost (as `_merge_lengths` counts it);
+    with gradients through `_ParallelGroups`. Returns the groups' outputs in the groups' order."""
+    costs = [GROUP_COST_SLOTS + rows.numel() * (sum(lengths) + extra) for rows, lengths in groups]
+    bins = _bins(costs, workers)
+
+    def job(members: list[int]) -> list[Tensor]:
+        return [t for g in members for field in encode(groups[g]) for t in field]
+
+    jobs = [functools.partial(job, members) for members in bins]
+    seeds = torch.randint(0, 2**62, (len(jobs),)).tolist()  # from the global stream: reproducible by seed
+    params = [p for p in model.parameters() if p.requires_grad]
+    if torch.is_grad_enabled() and params:
+        flat = _ParallelGroups.apply(jobs, seeds, *params)
+    else:
+        flat = [t for result in _in_workers(jobs, seeds, torch.is_grad_enabled()) for t in result]
+    n_particles = len(model.particle_names)
+    sizes = [n_particles, 1, n_particles, n_particles]  # an `_encode` output's fields
+    parts, start = [None] * len(groups), 0
+    for g in (g for members in bins for g in members):
+        part = []
+        for size in sizes:
+            part.append(list(flat[start : start + size]))
+            start += size
+        parts[g] = part
+    return parts
+
+
+class _ParallelGroups(torch.autograd.Function):
+    """Jobs (lists of multiplicity groups through `_encode`) in worker threads, forward and backward.
+
+    Each worker builds its own autograd graph in the forward; the backward runs the graphs side by side
+    (torch.autograd.grad in each worker) and returns the parameters' gradients summed in bin order, so the result
+    does not depend on which worker finished first (concurrent accumulation into .grad would)."""
+
+    @staticmethod
+    def forward(ctx, jobs, seeds, *params):  # noqa: D102
+        ctx.results = _in_workers(jobs, seeds, grad=True)
+        ctx.params = params
+        return tuple(t.detach() for result in ctx.results for t in result)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *grads):  # noqa: D102
+        results, params = ctx.results, ctx.params
+        del ctx.results  # the workers' graphs are freed by their own backward
+        chunks, start = [], 0
+        for result in results:
+            chunks.append(grads[start : start + len(result)])
+            start += len(result)
+
+        def job(outputs: list[Tensor], output_grads: tuple) -> tuple:
+            pairs = [(o, g) for o, g in zip(outputs, output_grads, strict=True) if g is not None and o.requires_grad]
+            if not pairs:
+                return (None,) * len(params)
+            return torch.autograd.grad([o for o, _ in pairs], params, [g for _, g in pairs], allow_unused=True)
+
+        per_worker = _in_workers(
+            [functools.partial(job, r, c) for r, c in zip(results, chunks, strict=True)], [None] * len(results), grad=True
+        )
+        summed = []
+        for column in zip(*per_worker, strict=True):
+            present = [g for g in column if g is not None]
+            summed.append(functools.reduce(torch.add, present) if present else None)
+        return (None, None, *summed)
+
+
+_POOL: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None  # (pid, pool): a forked child makes its own
+
+
+def _in_workers(jobs: list, seeds: list[int | None], grad: bool) -> list:
+    """Run the jobs side by side in worker threads (the caller's torch threads shared among them, grad mode
+    `grad`, dropout drawn from a generator seeded by the job's seed); their results in the jobs' order."""
+    global _POOL
+    if _POOL is None or _POOL[0] != os.getpid() or _POOL[1]._max_workers < len(jobs):
+        _POOL = (os.getpid(), concurrent.futures.ThreadPoolExecutor(len(jobs), thread_name_prefix="spanet2-group"))
+    threads, inference = max(1, torch.get_num_threads() // len(jobs)), torch.is_inference_mode_enabled()
+    futures = [
+        _POOL[1].submit(_work, job, seed, grad, inference, threads) for job, seed in zip(jobs, seeds, strict=True)
+    ]
+    return [f.result() for f in futures]
+
+
+def _work(job, seed: int | None, grad: bool, inference: bool, threads: int):
+    torch.set_num_threads(threads)  # per thread: the calling thread keeps its own setting
+    _WORKER.generator = None if seed is None else torch.Generator().manual_seed(seed)
+    try:
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):  # the caller's modes (per thread)
+            return job()
+    finally:
+        _WORKER.generator = None
 
 
 def _pad_assignments(encoded: list[list[Tensor]], lengths: list[int], full: list[int]) -> list[list[Tensor]]:

@@ -426,3 +426,160 @@ def test_attention_dropout_folded_into_the_softmax_matches_plain_dropout():
     reference = attention.out((weights @ v).transpose(1, 2).reshape(30, 6, 16))
     assert (weights == 0).any()
     torch.testing.assert_close(out, reference, atol=1e-5, rtol=1e-4)
+
+
+@pytest.fixture
+def two_torch_threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _double_batch(n: int, seed: int) -> dict:
+    batch = _batch(n=n, jets=10, seed=seed)
+    batch["sequential"]["Source"] = batch["sequential"]["Source"].double()
+    batch["global"]["Kappa"] = batch["global"]["Kappa"].double()
+    mask = batch["sequential_mask"]["Source"]
+    mask[3, :] = False  # an event with no jets
+    mask[4, 1] = False  # a hole
+    batch["sequential"]["Source"][~mask] = 0.0
+    return batch
+
+
+@pytest.mark.parametrize("group_cost", [0, 10**9])
+def test_parallel_groups_give_the_serial_network_exactly(monkeypatch, two_torch_threads, group_cost):
+    """Groups side by side in two worker threads, forward and backward, equal the groups one after another and
+    the padded network (float64, no dropout): the workers' gradients are summed in a fixed order. With one
+    group (group_cost huge) the group is halved so that both workers have work."""
+    import spanet2.training.model as model_module
+
+    monkeypatch.setattr(model_module, "GROUP_COST_SLOTS", group_cost)
+    model = _model(dropout=0.0).double().train()
+    batch = _double_batch(96, seed=4)
+    assert model._parallel_workers() == 2
+    parallel, parallel_grads = _outputs_and_grads(model, batch, grouped=True)
+    monkeypatch.setattr(model_module, "PARALLEL_GROUPS", False)
+    assert model._parallel_workers() == 1
+    serial, serial_grads = _outputs_and_grads(model, batch, grouped=True)
+    padded, padded_grads = _outputs_and_grads(model, batch, grouped=False)
+    for reference, reference_grads in ((serial, serial_grads), (padded, padded_grads)):
+        for a, b in zip(reference, parallel, strict=True):
+            assert torch.equal(torch.isneginf(a), torch.isneginf(b))
+            torch.testing.assert_close(b, a, atol=1e-9, rtol=1e-7)
+        assert reference_grads.keys() == parallel_grads.keys()
+        for name, grad in reference_grads.items():
+            torch.testing.assert_close(parallel_grads[name], grad, atol=1e-9, rtol=1e-7, msg=lambda m, name=name: f"{name}: {m}")
+    # without gradients (evaluation) the workers run under no_grad: the same outputs, no graph
+    monkeypatch.setattr(model_module, "PARALLEL_GROUPS", True)
+    model.eval()
+    with torch.no_grad():
+        out = model(batch)
+    assert not out.event_vector.requires_grad
+    with torch.inference_mode():
+        in_inference = model(batch).event_vector
+    monkeypatch.setattr(model_module, "PARALLEL_GROUPS", False)
+    with torch.no_grad():
+        serial = model(batch).event_vector
+    torch.testing.assert_close(out.event_vector, serial, atol=1e-9, rtol=1e-7)
+    torch.testing.assert_close(in_inference, serial, atol=1e-9, rtol=1e-7)
+
+
+def test_parallel_groups_with_dropout_are_reproducible_by_seed(two_torch_threads):
+    """Each worker draws its dropout from a generator seeded from the global stream: the same seed gives the
+    same outputs and gradients bit for bit, another seed other dropped elements."""
+    model = _model(dropout=0.02).train()
+    batch = _batch(n=128, jets=10, seed=2)
+
+    def run(seed: int):
+        torch.manual_seed(seed)
+        return _outputs_and_grads(model, batch, grouped=True)
+
+    (first, first_grads), (again, again_grads), (other, _) = run(1), run(1), run(2)
+    assert model._parallel_workers() == 2
+    for a, b in zip(first, again, strict=True):
+        assert torch.equal(a, b)
+    assert all(torch.equal(first_grads[name], again_grads[name]) for name in first_grads)
+    assert not torch.equal(first[-3], other[-3])  # event vectors: the dropout differs between seeds
+    model.eval()
+    with torch.no_grad():
+        assert not torch.equal(first[-3], model(batch).event_vector)  # and dropout did drop
+
+
+def test_parallel_groups_are_off_where_draws_or_state_are_per_thread(monkeypatch, two_torch_threads):
+    import spanet2.training.model as model_module
+
+    assert _model(dropout=0.1).train()._parallel_workers() == 1  # nn.Dropout: torch's global stream
+    assert _model(dropout=0.1).eval()._parallel_workers() == 2  # no dropout in evaluation
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _model()._parallel_workers() == 1
+    torch.set_num_threads(1)
+    assert _model()._parallel_workers() == 1
+    torch.set_num_threads(8)
+    assert _model()._parallel_workers() == model_module.MAX_GROUP_WORKERS
+
+
+def test_groups_are_dealt_to_workers_by_cost():
+    from spanet2.training.model import _bins, _split_groups
+
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        costs = rng.integers(1, 1000, rng.integers(1, 9)).tolist()
+        workers = int(rng.integers(1, 5))
+        bins = _bins(costs, workers)
+        assert sorted(i for b in bins for i in b) == list(range(len(costs)))  # a partition
+        assert len(bins) == min(workers, len(costs)) and all(b == sorted(b) for b in bins)
+        loads = [sum(costs[i] for i in b) for b in bins]
+        assert max(loads) <= sum(costs) / len(bins) + max(costs)  # the greedy bound
+    groups = [(torch.arange(0, 10), [4]), (torch.arange(10, 13), [7])]
+    split = _split_groups(groups, 4)
+    assert len(split) == 4
+    assert torch.equal(torch.sort(torch.cat([rows for rows, _ in split])).values, torch.arange(13))
+    assert sorted(tuple(lengths) for _, lengths in split) == [(4,), (4,), (4,), (7,)]
+    assert len(_split_groups([(torch.arange(1), [3])], 2)) == 1  # one event cannot be split
+
+
+def test_widened_attention_heads_give_the_same_attention(monkeypatch):
+    """Heads widened with zero columns (torch's faster bmm for short sequences) change nothing: outputs and
+    gradients equal the plain heads' in float64, with and without a key-padding bias."""
+    import spanet2.training.model as model_module
+    from spanet2.training.model import _head_width, _SelfAttention
+
+    assert [_head_width(n, 8) for n in (4, 5, 6, 7, 8, 12)] == [8, 8, 12, 9, 8, 8]
+    assert [_head_width(n, 16) for n in (3, 4, 5)] == [16, 16, 16]
+    torch.manual_seed(0)
+    attention = _SelfAttention(32, 4, 0.0).double().train()
+    for length in (6, 7):
+        x = torch.randn(20, length, 32, dtype=torch.float64)
+        bias = torch.zeros(20, 1, 1, length, dtype=torch.float64)
+        bias[:5, ..., -2:] = float("-inf")
+        results = []
+        for product in (model_module.SMALL_BMM_PRODUCT, 0):  # 0: never widened
+            monkeypatch.setattr(model_module, "SMALL_BMM_PRODUCT", product)
+            for key_bias in (None, bias):
+                attention.zero_grad(set_to_none=True)
+                xi = x.clone().requires_grad_(True)
+                out = attention(xi, key_bias)
+                out.pow(2).sum().backward()
+                results.append((out, xi.grad, attention.qkv.weight.grad, attention.out.weight.grad))
+        for widened, plain in zip(results[:2], results[2:], strict=True):
+            for a, b in zip(widened, plain, strict=True):
+                torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-9)
+
+
+def test_gru_gate_is_the_gtrxl_gate():
+    """GRUGate (bias folded, addmm, lerp) against the written-out GTrXL formulas, with a folded input scale."""
+    from spanet2.training.model import GRUGate
+
+    torch.manual_seed(0)
+    gate = GRUGate(8).double()
+    x, s = torch.randn(5, 3, 8, dtype=torch.float64), torch.randn(5, 3, 8, dtype=torch.float64)
+    w_r, w_z, w_g = gate.input_proj.weight.split(8)
+    b_r, b_z, b_g = gate.input_proj.bias.split(8)
+    u_r, u_z = gate.skip_proj.weight.split(8)
+    for scale in (1.0, 1.25):
+        xs = scale * x
+        r = torch.sigmoid(xs @ w_r.T + b_r + s @ u_r.T)
+        z = torch.sigmoid(xs @ w_z.T + b_z + s @ u_z.T - gate.gate_bias)
+        h = torch.tanh(xs @ w_g.T + b_g + (r * s) @ gate.candidate_proj.weight.T)
+        torch.testing.assert_close(gate(x, s, x_scale=scale), (1 - z) * s + z * h, atol=1e-12, rtol=1e-10)
