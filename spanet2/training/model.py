@@ -315,21 +315,30 @@ class GRUGate(nn.Module):
         """The gate on x_scale · x (a dropout's rescaling folded into W_r | W_z | W_g).
 
         Written as few passes over the (vectors, D) tensors as possible (on CPU at hidden 32 the gates'
-        element-wise work, not their matrix products, is what costs): b_g is folded into the bias of W_z, the
-        U products are accumulated onto the W products by addmm, r and z take one sigmoid, and
-        (1 − z)·s + z·h is one lerp.
+        element-wise work, not their matrix products, is what costs): each pre-activation is one addmm from a
+        slice of the weights, with the U product accumulated in place (no split of a fused output, whose
+        backward would concatenate), b_g is folded into the bias of W_z, and (1 − z)·s + z·h is one lerp.
         """
         shape, dim = skip.shape, self.dim
-        skip = skip.to(x.dtype).reshape(-1, dim)
+        x, skip = x.reshape(-1, dim), skip.to(x.dtype).reshape(-1, dim)
         weight, bias = self.input_proj.weight, self.input_proj.bias
         if x_scale != 1.0:
             weight = weight * x_scale
-        bias = torch.cat([bias[:dim], bias[dim : 2 * dim] - self.gate_bias, bias[2 * dim :]])
-        w_rz, w_g = F.linear(x.reshape(-1, dim), weight, bias).split([2 * dim, dim], dim=-1)
-        reset, update = torch.sigmoid(torch.addmm(w_rz, skip, self.skip_proj.weight.t())).split(dim, dim=-1)
-        candidate = torch.tanh(torch.addmm(w_g, reset * skip, self.candidate_proj.weight.t()))
+        w_r, w_z, w_g = weight.split(dim)
+        u_r, u_z = self.skip_proj.weight.split(dim)
+        reset = torch.sigmoid(_plus_product(torch.addmm(bias[:dim], x, w_r.t()), skip, u_r))
+        update = torch.sigmoid(_plus_product(torch.addmm(bias[dim : 2 * dim] - self.gate_bias, x, w_z.t()), skip, u_z))
+        candidate = torch.tanh(
+            _plus_product(torch.addmm(bias[2 * dim :], x, w_g.t()), reset * skip, self.candidate_proj.weight)
+        )
         # (1 − z)·skip + z·h; lerp does not promote, and autocast leaves skip in float32 and h, z in bfloat16
         return torch.lerp(skip, candidate.to(skip.dtype), update.to(skip.dtype)).view(shape)
+
+
+def _plus_product(pre: Tensor, x: Tensor, weight: Tensor) -> Tensor:
+    """pre += x Wᵀ in place (pre is a fresh addmm output, which its backward does not need). In-place ops are
+    not autocast: the operands take pre's dtype."""
+    return pre.addmm_(x.to(pre.dtype), weight.t().to(pre.dtype))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -515,12 +524,12 @@ class _SelfAttention(nn.Module):
         # bmm would otherwise take its slow small-matrix loop: the same dot products, a faster kernel.
         width = _head_width(length, head_dim)
         weight, bias = self.qkv.weight.view(3, heads, head_dim, dim), self.qkv.bias.view(3, heads, head_dim)
-        q, k, v = (
-            F.linear(x, _widen(weight, width, 2).reshape(-1, dim), _widen(bias, width, 2).reshape(-1))
-            .view(batch, length, 3, heads, width)
-            .permute(2, 0, 3, 1, 4)
-            .reshape(3, batch * heads, length, width)
-            .unbind(0)
+        q, k, v = (  # three maps, not one split three ways: its backward would stack the three gradients
+            F.linear(x, w.reshape(-1, dim), b.reshape(-1))
+            .view(batch, length, heads, width)
+            .transpose(1, 2)
+            .reshape(batch * heads, length, width)
+            for w, b in zip(_widen(weight, width, 2), _widen(bias, width, 2), strict=True)
         )  # each (B·H, L, W)
         if attn_bias is None:
             scores = torch.bmm(q, k.transpose(1, 2)).mul_(head_dim**-0.5)  # (B·H, L, L)
