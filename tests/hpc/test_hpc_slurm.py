@@ -82,15 +82,17 @@ def _check_dashboard(url: str, token: str) -> None:
 
 
 def test_sbatch_tune_on_two_nodes_spreads_trials_and_survives_a_lost_node(slurm_two_nodes, tmp_path, run_cli):
-    """5 trials, 2 at a time, one per node. Once a trial has finished on node2 and the next one runs there,
+    """10 trials, 2 at a time, one per node. Once a trial has finished on node2 and the next one runs there,
     node2's raylet is killed (SIGKILL): that trial restarts on node1 and the search completes."""
     cluster = slurm_two_nodes
     files = tiny_files(tmp_path / "data", n_train=800)
     config = tiny_spanet2_search(
         tmp_path / "search.yaml",
         files,
-        num_samples=5,
-        epochs=3,
+        # A node's first trial takes ~45 s (imports), later ones ~3 s: with 5 trials node1 could run all the rest
+        # before node2's first had finished (the CPU network got faster), so there are enough for both.
+        num_samples=10,
+        epochs=8,
         max_concurrent_trials=2,
         scheduler={"type": "fifo"},
         max_failures=2,
@@ -138,8 +140,8 @@ def test_sbatch_tune_on_two_nodes_spreads_trials_and_survives_a_lost_node(slurm_
     assert "cluster steps stopped" in text  # clean teardown of its own steps
 
     rows = {r["trial_id"]: r for r in csv.DictReader((output / "trials.csv").open())}
-    assert len(rows) == 5 and {r["status"] for r in rows.values()} == {"TERMINATED"}, rows
-    assert {r["epochs"] for r in rows.values()} == {"3"}  # every trial trained all its epochs
+    assert len(rows) == 10 and {r["status"] for r in rows.values()} == {"TERMINATED"}, rows
+    assert {r["epochs"] for r in rows.values()} == {"8"}  # every trial trained all its epochs
     assert {"node1", "node2"} <= {r["node_name"] for r in rows.values()}  # trials finished on both nodes
     assert len({r["node_id"] for r in rows.values()}) == 2  # two Ray nodes
     # the trial that lost its node started twice, the second time on node1, and finished there
