@@ -1013,6 +1013,11 @@ def _all_real(real: list[Tensor]) -> bool:
     return all(bool(m.all()) for m in real)
 
 
+def _group_cost(events: int, lengths: list[int], extra: int) -> int:
+    """Estimated cost of one group's pass, in event × vector slots: GROUP_COST_SLOTS + events × (Σ lengths + extra)."""
+    return GROUP_COST_SLOTS + events * (sum(lengths) + extra)
+
+
 def _merge_lengths(keys: list[list[int]], counts: list[int], extra: int) -> list[tuple[list[int], list[int]]]:
     """Cut the length keys (sorted by total length) into consecutive groups of least estimated cost.
 
@@ -1026,7 +1031,7 @@ def _merge_lengths(keys: list[list[int]], counts: list[int], extra: int) -> list
         for start in range(end - 1, -1, -1):  # grow the group [start, end) backwards
             longest = [max(a, b) for a, b in zip(longest, keys[start], strict=True)]
             events += counts[start]
-            cost = best[start] + GROUP_COST_SLOTS + events * (sum(longest) + extra)
+            cost = best[start] + _group_cost(events, longest, extra)
             if cost < best[end]:
                 best[end], cut[end] = cost, start
     segments, end = [], len(keys)
@@ -1065,7 +1070,7 @@ def _bins(costs: list[float], workers: int) -> list[list[int]]:
 def _encode_in_workers(encode, groups: list[tuple[Tensor, list[int]]], workers: int, extra: int, model: SPANet2) -> list:
     """`encode` on every group, the groups dealt to `workers` threads by cost (as `_merge_lengths` counts it);
     with gradients through `_ParallelGroups`. Returns the groups' outputs in the groups' order."""
-    costs = [GROUP_COST_SLOTS + rows.numel() * (sum(lengths) + extra) for rows, lengths in groups]
+    costs = [_group_cost(rows.numel(), lengths, extra) for rows, lengths in groups]
     bins = _bins(costs, workers)
 
     def job(members: list[int]) -> list[Tensor]:
@@ -1129,18 +1134,19 @@ class _ParallelGroups(torch.autograd.Function):
         return (None, None, *summed)
 
 
-_POOL: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None  # (pid, pool): a forked child makes its own
+_POOL: tuple[int, int, concurrent.futures.ThreadPoolExecutor] | None = None  # (pid, size, pool): a forked child makes its own
 
 
 def _in_workers(jobs: list, seeds: list[int | None], grad: bool) -> list:
     """Run the jobs side by side in worker threads (the caller's torch threads shared among them, grad mode
     `grad`, dropout drawn from a generator seeded by the job's seed); their results in the jobs' order."""
     global _POOL
-    if _POOL is None or _POOL[0] != os.getpid() or _POOL[1]._max_workers < len(jobs):
-        _POOL = (os.getpid(), concurrent.futures.ThreadPoolExecutor(len(jobs), thread_name_prefix="spanet2-group"))
+    if _POOL is None or _POOL[0] != os.getpid() or _POOL[1] < len(jobs):
+        pool = concurrent.futures.ThreadPoolExecutor(len(jobs), thread_name_prefix="spanet2-group")
+        _POOL = (os.getpid(), len(jobs), pool)
     threads, inference = max(1, torch.get_num_threads() // len(jobs)), torch.is_inference_mode_enabled()
     futures = [
-        _POOL[1].submit(_work, job, seed, grad, inference, threads) for job, seed in zip(jobs, seeds, strict=True)
+        _POOL[2].submit(_work, job, seed, grad, inference, threads) for job, seed in zip(jobs, seeds, strict=True)
     ]
     return [f.result() for f in futures]
 
