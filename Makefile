@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 STAMP := $(VENV)/.installed
-EXTRAS ?= dev,pythia
+EXTRAS ?= dev,pythia,exact
 
 .PHONY: install demo medium test test-fast bench lint clean slurm-deps chromium-deps
 

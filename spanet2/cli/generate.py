@@ -27,9 +27,31 @@ def _common(p: argparse.ArgumentParser) -> None:
     add_no_progress(p)
 
 
+def _background_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--background-model",
+        choices=("exact", "approx"),
+        default="exact",
+        help="QCD 4b partons: exact = every LO 2->4 tree diagram at full colour (pyAmpliCol, the [exact] "
+        "extra; default); approx = LO 2->2 with collinear g->bb / b->bg splittings (faster, for comparison)",
+    )
+
+
+def _sigma_line(samples: list[dict]) -> str:
+    """'σ(generator cuts) = X ± E fb (model)' of the background sample, for the command's summary."""
+    info = next((s for s in samples if s.get("process") == "background"), None)
+    if not info or "sigma_generator_cuts_fb" not in info:
+        return ""
+    err = info.get("sigma_generator_cuts_err_fb")
+    sigma = f"{info['sigma_generator_cuts_fb']:.5g}" + (f" ± {err:.2g}" if err is not None else "")
+    return f"; QCD 4b σ(generator cuts) = {sigma} fb ({info['background_model']})"
+
+
 def _run_options(args) -> dict:
     """The flags every `generate` subcommand shares, as keyword arguments of the writer functions."""
+    extra = {"background_model": args.background_model} if hasattr(args, "background_model") else {}
     return {
+        **extra,
         "sqrt_s_tev": args.sqrt_s,
         "seed": args.seed,
         "shower": args.shower,
@@ -64,7 +86,7 @@ def _background(args) -> int:
     samples = json.loads(attrs["samples"])
     print(
         f"{args.output}: QCD 4b σ×eff = {attrs['cross_section_fb']:.6g} fb "
-        f"(four-tag pass rate {samples[0]['efficiency']:.4g})"
+        f"(four-tag pass rate {samples[0]['efficiency']:.4g}){_sigma_line(samples)}"
     )
     return 0
 
@@ -85,6 +107,7 @@ def _sets(args) -> int:
             f"{args.output_dir}/{name}: signal {attrs['signal_cross_section_fb']:.6g} fb, "
             f"background {attrs['background_cross_section_fb']:.6g} fb"
         )
+    print(_sigma_line(json.loads(next(iter(written.values()))["samples"])).lstrip("; ") or "no background")
     return 0
 
 
@@ -100,8 +123,9 @@ def register(subparsers) -> None:
     gen = subparsers.add_parser(
         "generate",
         help="generate HH -> 4b signal / QCD 4b background HDF5 files",
-        description="Embedded event source: LO gg->HH (exact top loops) or QCD 4b partons, a detector back "
-        "end (fast or Pythia8), the four-tag cut, truth matching; writes SPANet HDF5 files.",
+        description="Embedded event source: LO gg->HH (exact top loops) or QCD pp->4b (exact LO tree matrix "
+        "elements by default), a detector back end (fast or Pythia8), the four-tag cut, truth matching; "
+        "writes SPANet HDF5 files.",
     )
     gen.set_defaults(handler=lambda args: gen.print_help() or 2)
     sub = gen.add_subparsers(dest="process", metavar="PROCESS")
@@ -128,6 +152,7 @@ def register(subparsers) -> None:
     )
     bkg.add_argument("--output", required=True, help="output HDF5 file")
     _common(bkg)
+    _background_option(bkg)
     bkg.set_defaults(handler=_background, smoke_caps={"events": 300})
 
     sets = sub.add_parser(
@@ -142,6 +167,7 @@ def register(subparsers) -> None:
     sets.add_argument("--test-fraction", type=float, default=0.1, help="fraction in the test files (0.1)")
     sets.add_argument("--output-dir", required=True, help="output folder")
     _common(sets)
+    _background_option(sets)
     sets.set_defaults(handler=_sets, smoke_caps={"signal_per_kappa": 50, "background": 300})
 
     pair = subparsers.add_parser(

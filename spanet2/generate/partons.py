@@ -33,6 +33,8 @@ class PartonEvents:
     extra_pdg: (N, K) PDG ids of ``extra`` (0 = empty slot), or None.
     higgs: (N, 2, 4) Higgs four-momenta [h1, h2] (signal), or None.
     sqrt_s_tev: collider energy in TeV.
+    b_pdg: (N, 4) PDG ids (±5) of the four b partons, or None (the approximate background model and the
+        signal, whose order [b, b̄, b, b̄] is fixed, leave it unset).
     """
 
     b: np.ndarray
@@ -48,6 +50,7 @@ class PartonEvents:
     extra_pdg: np.ndarray | None
     higgs: np.ndarray | None
     sqrt_s_tev: float
+    b_pdg: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.b)
@@ -70,6 +73,8 @@ class PartonEvents:
             raise ValueError(f"PartonEvents.extra must have shape ({n}, K, 4), got {self.extra.shape}")
         if self.extra_pdg is not None and self.extra_pdg.shape != self.extra.shape[:2]:
             raise ValueError("PartonEvents.extra_pdg must have shape (N, K) matching extra")
+        if self.b_pdg is not None and self.b_pdg.shape != (n, 4):
+            raise ValueError(f"PartonEvents.b_pdg must have shape ({n}, 4), got {self.b_pdg.shape}")
         if self.higgs is not None and self.higgs.shape != (n, 2, 4):
             raise ValueError(f"PartonEvents.higgs must have shape ({n}, 2, 4), got {self.higgs.shape}")
 
@@ -126,6 +131,12 @@ class PartonEvents:
             values["extra"] = np.concatenate(extras, axis=0)
             values["extra_pdg"] = np.concatenate(pdgs, axis=0)
 
+        if all(p.b_pdg is None for p in parts):
+            values["b_pdg"] = None
+        else:  # parts without charges get the fixed [b, b̄, b, b̄] order
+            values["b_pdg"] = np.concatenate(
+                [p.b_pdg if p.b_pdg is not None else np.tile([5, -5, 5, -5], (len(p), 1)) for p in parts]
+            )
         if all(p.higgs is None for p in parts):
             values["higgs"] = None
         else:

@@ -39,6 +39,8 @@ from spanet2.provenance import provenance
 
 __all__ = [
     "STUDY_KAPPAS",
+    "BACKGROUND_MODELS",
+    "check_background_model",
     "SampleResult",
     "parse_kappa_list",
     "produce_sample",
@@ -52,7 +54,9 @@ logger = logging.getLogger(__name__)
 STUDY_KAPPAS = (-5.0, -3.0, -1.0, 1.0, 2.0, 3.0, 5.0, 7.0, 9.0, 12.0)
 SIGNAL_CHUNK = 20_000  # parton events per chunk (signal: ~8 % pass the four-tag cut)
 BACKGROUND_CHUNK = 20_000  # (background: ~0.7 % pass)
+EXACT_TRIAL_CHUNK = 400_000  # phase-space trials per chunk of the exact background (fast detector)
 SHOWERS = ("fast", "pythia")
+BACKGROUND_MODELS = ("exact", "approx")  # exact LO 2 → 4 (pyAmpliCol, the default); the collinear approximation
 _MAX_EMPTY_CHUNKS = 20  # give up when this many chunks in a row select nothing
 _STREAM_SIGNAL, _STREAM_BACKGROUND = 1, 2
 
@@ -115,6 +119,44 @@ def _detector(shower: str) -> Callable[[PartonEvents, np.random.Generator], Any]
     raise InputError("--shower", None, f"expected one of {', '.join(SHOWERS)}, got {shower!r}")
 
 
+def check_background_model(model: str) -> str:
+    """`model` if it is one of BACKGROUND_MODELS and usable here (exact: pyAmpliCol installed), else InputError."""
+    if model not in BACKGROUND_MODELS:
+        raise InputError(
+            "--background-model", None, f"expected one of {', '.join(BACKGROUND_MODELS)}, got {model!r}"
+        )
+    if model == "exact":
+        from spanet2.generate.tree_me import require_pyamplicol
+
+        require_pyamplicol()
+    return model
+
+
+def _background_info(model: str, sqrt_s_tev: float) -> dict[str, Any]:
+    """What the background generator's σ after its generator cuts is, with its MC error (fb)."""
+    if model == "exact":
+        from dataclasses import asdict
+
+        from spanet2.generate.exact_background import DEFAULT_CUTS, survey
+
+        s = survey(float(sqrt_s_tev))  # computed (or loaded) once here, before any worker starts
+        return {
+            "background_model": model,
+            "sigma_generator_cuts_fb": s.sigma_fb,
+            "sigma_generator_cuts_err_fb": s.sigma_err_fb,
+            "generator_cuts": asdict(DEFAULT_CUTS),
+            "unweighting_efficiency": s.efficiency,
+        }
+    from spanet2.generate.background import GEN_MAX_ETA, GEN_MIN_PT, background_cross_section
+
+    return {
+        "background_model": model,
+        "sigma_generator_cuts_fb": background_cross_section(float(sqrt_s_tev)),
+        "sigma_generator_cuts_err_fb": None,  # a fixed normalisation, not a computation
+        "generator_cuts": {"min_pt": GEN_MIN_PT, "max_eta": GEN_MAX_ETA, "min_dr": 0.0},
+    }
+
+
 @dataclass(frozen=True)
 class _ChunkTask:
     process: str  # "signal" | "background"
@@ -125,11 +167,14 @@ class _ChunkTask:
     seed: np.random.SeedSequence
     shower: str
     max_jets: int
+    background_model: str = "exact"
 
 
 def _run_chunk(task: _ChunkTask) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """One chunk: partons → detector → selection. Returns (passing events, their index in the chunk)."""
     rng = np.random.default_rng(task.seed)
+    if task.process == "background" and task.background_model == "exact" and task.shower == "fast":
+        return _run_exact_chunk(task, rng)
     if task.process == "signal":
         from spanet2.generate.signal import generate_signal_partons
 
@@ -138,14 +183,34 @@ def _run_chunk(task: _ChunkTask) -> tuple[dict[str, np.ndarray], np.ndarray]:
         )
         kappa_input = np.full(len(partons), task.kappa)
     else:
-        from spanet2.generate.background import generate_background_partons
+        if task.background_model == "exact":
+            from spanet2.generate.exact_background import generate_exact_background_partons as make
+        else:
+            from spanet2.generate.background import generate_background_partons as make
 
-        partons = generate_background_partons(task.n_partons, sqrt_s_tev=task.sqrt_s_tev, rng=rng)
+        partons = make(task.n_partons, sqrt_s_tev=task.sqrt_s_tev, rng=rng)
         kappa_input = rng.choice(np.asarray(task.kappa_inputs, dtype=np.float64), size=len(partons))
     jets = _detector(task.shower)(partons, rng)
     passed_index = np.flatnonzero(four_tag_mask(jets))
     events = finalize_events(jets, partons, kappa_input=kappa_input, max_jets=task.max_jets, rng=rng)
     return events, passed_index
+
+
+def _run_exact_chunk(task: _ChunkTask, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The exact background with the fast detector: `n_partons` phase-space trials, the detector and the
+    four-tag cut before the matrix element (exact_background.generate_selected_background); the
+    passing events' index is their trial index, so the writer's weight bookkeeping is unchanged."""
+    from spanet2.generate.detector import fast_detector
+    from spanet2.generate.exact_background import generate_selected_background
+
+    events, index = [], []
+    for partons, jets, trial in generate_selected_background(
+        task.n_partons, sqrt_s_tev=task.sqrt_s_tev, rng=rng, detector=fast_detector, select=four_tag_mask
+    ):
+        kappa_input = rng.choice(np.asarray(task.kappa_inputs, dtype=np.float64), size=len(partons))
+        events.append(finalize_events(jets, partons, kappa_input=kappa_input, max_jets=task.max_jets, rng=rng))
+        index.append(trial)
+    return {k: np.concatenate([e[k] for e in events]) for k in events[0]}, np.concatenate(index)
 
 
 @dataclass
@@ -198,25 +263,33 @@ def produce_sample(
     chunk_size: int | None = None,
     stream: int = 0,
     progress: Callable[[int], None] | None = None,
+    background_model: str = "exact",
 ) -> SampleResult:
     """Generate chunks until `n_events` events pass the four-tag cut; keep exactly the first n_events.
 
-    process: "signal" (at κλ = `kappa`) or "background" (κλ input drawn from `kappa_inputs`).
-    Weights are rescaled so Σ weight = σ × (selection efficiency) over the generated events used.
+    process: "signal" (at κλ = `kappa`) or "background" (κλ input drawn from `kappa_inputs`, parton events
+    from `background_model`). Weights are rescaled so Σ weight = σ × (selection efficiency) over the generated events used.
     `progress(n_new_selected)` is called after every chunk.
     """
     if process not in ("signal", "background"):
         raise InputError("process", None, f"expected 'signal' or 'background', got {process!r}")
     _detector(shower)  # fail early on a missing back end
+    background_info = {}
+    if process == "background":
+        check_background_model(background_model)
+        background_info = _background_info(background_model, sqrt_s_tev)
     if workers < 1:
         raise InputError("--workers", None, f"expected at least 1 worker, got {workers}")
     if max_jets < 4:
         raise InputError("--max-jets", None, f"expected at least 4 jets per event, got {max_jets}")
+    exact_trials = process == "background" and background_model == "exact" and shower == "fast"
     if chunk_size is None:  # a function of the request only (never of the worker count): reproducible
         per_event = 25 if process == "signal" else 200  # ≈ 1 / (four-tag pass rate) with a margin
         chunk_size = int(
             np.clip(n_events * per_event, 2_000, SIGNAL_CHUNK if process == "signal" else BACKGROUND_CHUNK)
         )
+        if exact_trials:  # phase-space trials, not events: ≈ 2,000 trials per four-tag event
+            chunk_size = int(np.clip(n_events * 3_000, 50_000, EXACT_TRIAL_CHUNK))
     chunk = chunk_size
     tag = _STREAM_SIGNAL if process == "signal" else _STREAM_BACKGROUND
     kappa_key = int(round((kappa + 1000.0) * 1000)) if process == "signal" else 0
@@ -233,6 +306,7 @@ def produce_sample(
                 root.spawn(1)[0],
                 shower,
                 max_jets,
+                background_model,
             )
 
     parts: list[dict[str, np.ndarray]] = []
@@ -293,9 +367,19 @@ def produce_sample(
         {
             "process": process,
             "kappa": kappa if process == "signal" else None,
-            "efficiency": n_have / n_used_generated if n_used_generated else 0.0,
+            "efficiency": _efficiency(n_have, n_used_generated, sigma, background_info, exact_trials),
+            **background_info,
         },
     )
+
+
+def _efficiency(n_have, n_generated, sigma, background_info, exact_trials) -> float:
+    """The four-tag pass rate: selected / generated parton events, or σ_selected / σ_generator-cuts where
+    the exact background counts phase-space trials (weighted), not unweighted parton events."""
+    if exact_trials:
+        total = background_info.get("sigma_generator_cuts_fb") or 0.0
+        return sigma / total if total > 0 else 0.0
+    return n_have / n_generated if n_generated else 0.0
 
 
 def _cached_sample(
@@ -417,10 +501,12 @@ def _signal_samples(
 
 
 def _background_sample(
-    n, *, kappa_inputs, sqrt_s_tev, seed, shower, workers, max_jets, bar, cache_dir: Path | None = None
-) -> SampleResult:
+    n, *, kappa_inputs, sqrt_s_tev, seed, shower, workers, max_jets, bar, background_model="exact",
+    cache_dir: Path | None = None,
+) -> SampleResult:  # fmt: skip
     key = {
         "process": "background",
+        "background_model": background_model,
         "n": n,
         "kappa_inputs": list(kappa_inputs),
         "sqrt_s_tev": sqrt_s_tev,
@@ -441,6 +527,7 @@ def _background_sample(
             workers=workers,
             max_jets=max_jets,
             progress=bar,
+            background_model=background_model,
         ),
         bar,
     )
@@ -483,6 +570,7 @@ def _attrs(options: dict[str, Any], samples: Sequence[SampleResult], events: dic
         "lumi_unit": "fb",
         "seed": int(options["seed"]),
         "shower": options["shower"],
+        **({"background_model": options["background_model"]} if "background_model" in options else {}),
         "cross_section_fb": float(events[WEIGHT_PATH].sum()),
         "signal_cross_section_fb": float(events[WEIGHT_PATH][is_sig].sum()),
         "background_cross_section_fb": float(events[WEIGHT_PATH][~is_sig].sum()),
@@ -580,21 +668,27 @@ def generate_background_file(
     workers: int = 1,
     max_jets: int = 10,
     show_progress: bool = True,
+    background_model: str = "exact",
 ) -> dict[str, Any]:
-    """Write `n_events` selected QCD 4b events (κλ input drawn from `kappa_inputs`) to one HDF5 file."""
+    """Write `n_events` selected QCD 4b events (κλ input drawn from `kappa_inputs`) to one HDF5 file.
+
+    background_model: "exact" (LO 2 → 4 matrix elements, needs pyAmpliCol) or "approx" (background.py)."""
+    check_background_model(background_model)
     kappa_inputs = parse_kappa_list(kappa_inputs, flag="--kappa-input")
     n_events = _check_count(n_events, "--events")
     sqrt_s_tev = _check_energy(sqrt_s_tev)
     return _generate_file(
         Path(output),
         {"command": "background", "events": n_events, "kappa_inputs": list(kappa_inputs)},
-        {"sqrt_s_tev": sqrt_s_tev, "seed": seed, "shower": shower, "max_jets": max_jets},
+        {"sqrt_s_tev": sqrt_s_tev, "seed": seed, "shower": shower, "max_jets": max_jets,
+         "background_model": background_model},
         n_events,
         show_progress,
         lambda bar, partial: [
             _background_sample(
                 n_events, kappa_inputs=kappa_inputs, sqrt_s_tev=sqrt_s_tev, seed=seed, shower=shower,
-                workers=workers, max_jets=max_jets, bar=bar, cache_dir=partial,
+                workers=workers, max_jets=max_jets, bar=bar, background_model=background_model,
+                cache_dir=partial,
             )
         ],
     )  # fmt: skip
@@ -613,6 +707,7 @@ def generate_sets(
     workers: int = 1,
     max_jets: int = 10,
     show_progress: bool = True,
+    background_model: str = "exact",
 ) -> dict[str, dict[str, Any]]:
     """Write the study's four files into `output_dir`.
 
@@ -627,6 +722,8 @@ def generate_sets(
     if not 0.0 < test_fraction < 1.0:
         raise InputError("--test-fraction", None, f"expected a fraction in (0, 1), got {test_fraction}")
     _detector(shower)
+    if n_background:
+        check_background_model(background_model)
     out = Path(output_dir)
     check_writable(out / "assignment_train.h5")
     options = {
@@ -639,6 +736,7 @@ def generate_sets(
         "shower": shower,
         "test_fraction": test_fraction,
         "max_jets": max_jets,
+        "background_model": background_model,
     }
     total = signal_per_kappa * len(kappas) + n_background
     partial = _partial_dir(out, is_dir=True)
@@ -649,7 +747,9 @@ def generate_sets(
         background = None
         if n_background:
             bar.describe("background")
-            background = _background_sample(n_background, kappa_inputs=kappas, **common)
+            background = _background_sample(
+                n_background, kappa_inputs=kappas, background_model=background_model, **common
+            )
     split_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 99]))
 
     def split(sample: SampleResult) -> tuple[dict, dict]:

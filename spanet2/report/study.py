@@ -127,7 +127,7 @@ def _stage_generate(ctx: StudyContext) -> dict:
     test_fraction = d.test_fraction
     sets = generate_sets(out, kappas=list(d.kappa), signal_per_kappa=d.signal_per_kappa,
                          n_background=d.background, sqrt_s_tev=sqrt_s, seed=ctx.seed, workers=ctx.workers,
-                         test_fraction=test_fraction)
+                         test_fraction=test_fraction, background_model=d.background_model)
     kappa5 = generate_sets(out / "kappa5", kappas=[5.0], signal_per_kappa=d.kappa5_signal, n_background=0,
                            sqrt_s_tev=sqrt_s, seed=ctx.seed + 1, workers=ctx.workers, test_fraction=test_fraction)
     outputs = [f"data/{n}" for n in ("assignment_train.h5", "assignment_test.h5", "classification_train.h5",
@@ -146,12 +146,15 @@ def _stage_generate(ctx: StudyContext) -> dict:
 
 def _stage_energy(ctx: StudyContext) -> dict:
     """Parton-level 13 vs 14 TeV kinematics (Figs. 11–13)."""
-    from spanet2.generate.background import generate_background_partons
     from spanet2.generate.signal import generate_signal_partons
     from spanet2.physics.kinematics import p4_mass, p4_to_ptetaphim
     from spanet2.report.energy_compare import energy_ratio_summary, plot_energy_comparison
 
     n = ctx.cfg.data.energy_compare_events
+    if ctx.cfg.data.background_model == "exact":
+        from spanet2.generate.exact_background import generate_exact_background_partons as background_partons
+    else:
+        from spanet2.generate.background import generate_background_partons as background_partons
     sig, bkg = {}, {}
     for i, sqrt_s in enumerate((13.0, 14.0)):
         rng = np.random.default_rng(np.random.SeedSequence([ctx.seed, 1314, i]))
@@ -159,7 +162,7 @@ def _stage_energy(ctx: StudyContext) -> dict:
         higgs = s.higgs if s.higgs is not None else s.b.reshape(-1, 2, 2, 4).sum(axis=2)  # (N, 2, 4)
         hpt = p4_to_ptetaphim(higgs)[0]  # (N, 2)
         sig[sqrt_s] = {"m_hh": p4_mass(higgs.sum(axis=1)), "pt_h": hpt.reshape(-1)}
-        b = generate_background_partons(n, sqrt_s_tev=sqrt_s, rng=rng)
+        b = background_partons(n, sqrt_s_tev=sqrt_s, rng=rng)
         bpt, beta, _, _ = p4_to_ptetaphim(b.b)  # (N, 4)
         order = np.argsort(-bpt, axis=1)
         bpt = np.take_along_axis(bpt, order, axis=1)
@@ -756,7 +759,7 @@ def _reads_event_file(cfg: StudyConfig) -> list[Path]:
 
 STAGES: list[Stage] = [
     Stage("generate", _stage_generate, ("seed", "data"), (), "generate the study's event files"),
-    Stage("energy_compare", _stage_energy, ("seed", "data.energy_compare_events"), (),
+    Stage("energy_compare", _stage_energy, ("seed", "data.energy_compare_events", "data.background_model"), (),
           "13 vs 14 TeV parton kinematics"),
     Stage("train_spanet2", _stage_train_spanet2, ("seed", "models.spanet2"), ("generate",),
           "train mixing-κλ SPANet2 (assignment + classification)", _reads_models("spanet2")),

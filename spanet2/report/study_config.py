@@ -83,6 +83,7 @@ class DataConfig:
     pairing_test: PairingTestConfig | None = None
     energy_compare_events: int = 20000  # parton-level events per √s for the 13 vs 14 TeV figures
     event_file: Path = Path(DEFAULT_EVENT_FILE)
+    background_model: str = "exact"  # QCD 4b: "exact" LO 2 → 4 matrix elements, or the "approx" model
 
 
 @dataclass(frozen=True)
@@ -353,7 +354,16 @@ def _data(raw: Any, file: Path) -> DataConfig:
             "data.energy_compare_events",
         ),
         event_file=_file(d.get("event_file", DEFAULT_EVENT_FILE), file, "data.event_file"),
+        background_model=_background_model(d.get("background_model", DataConfig.background_model), file),
     )
+
+
+def _background_model(value: Any, file: Path) -> str:
+    from spanet2.generate.writer import BACKGROUND_MODELS
+
+    if value not in BACKGROUND_MODELS:
+        raise ConfigError(file, "data.background_model", f"expected one of {list(BACKGROUND_MODELS)}, got {value!r}")
+    return value
 
 
 def _models(raw: Any, file: Path) -> dict[str, ModelConfig]:

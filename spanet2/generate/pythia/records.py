@@ -7,8 +7,10 @@ block and served one event at a time:
 - signal: g(501,502) g(502,501) → H H (status 2 resonances), H → b(503,0) b̄(0,503) and b(504,0) b̄(0,504):
   the decays are written in. Shower start scale = ``partons.scale`` (μ_F = m_HH/2).
 - background: the four b partons are paired into two g* → bb̄ splittings (the pairing with the smallest
-  sum of pair masses) with the colour flow of gg → gg (or qq̄ → gg for quark-initiated events), the
-  higher-pT parton of a pair taken as the b; start scale = the hard pT.
+  sum of pair masses) with the colour flow of gg → gg (or qq̄ → gg for quark-initiated events); start
+  scale = ``partons.scale``. Where the generator knows the charges (``partons.b_pdg``, the exact
+  background) only the two b–b̄ pairings are candidates and each b keeps its identity; otherwise (the
+  approximate model) the higher-pT parton of a pair is taken as the b.
 - incoming partons along ±z carry the final state's E ± p_z, so four-momentum balances exactly.
 """
 
@@ -116,19 +118,39 @@ def _signal_records(partons: PartonEvents, e_beam: float) -> _LHARecords:
 _PAIR_SPLITS = np.array([[0, 1, 2, 3], [0, 2, 1, 3], [0, 3, 1, 2]])  # (3, 4): (a1, a2 | b1, b2)
 
 
+def _pairs_by_charge(b: np.ndarray, b_pdg: np.ndarray) -> np.ndarray:
+    """(N, 4, 4) momenta as [b, b̄ | b, b̄]: of the two b–b̄ pairings, the one with the smaller mass sum."""
+    quark = np.argsort(-np.sign(b_pdg), axis=1, kind="stable")  # (N, 4): the two b's, then the two b̄'s
+    splits = np.array([[0, 2, 1, 3], [0, 3, 1, 2]])  # (2, 4) in that order: (b₁ b̄₁ | b₂ b̄₂), (b₁ b̄₂ | b₂ b̄₁)
+    candidates = [np.take_along_axis(quark, np.broadcast_to(s, quark.shape), axis=1) for s in splits]
+    masses = np.stack(
+        [
+            _mass(np.take_along_axis(b, c[:, 0:1, None], 1)[:, 0] + np.take_along_axis(b, c[:, 1:2, None], 1)[:, 0])
+            + _mass(np.take_along_axis(b, c[:, 2:3, None], 1)[:, 0] + np.take_along_axis(b, c[:, 3:4, None], 1)[:, 0])
+            for c in candidates
+        ],
+        axis=1,
+    )  # (N, 2)
+    order = np.where((np.argmin(masses, axis=1) == 0)[:, None], candidates[0], candidates[1])
+    return np.take_along_axis(b, order[..., None], axis=1)
+
+
 def _background_records(partons: PartonEvents, e_beam: float) -> _LHARecords:
     n = len(partons)
     b = np.asarray(partons.b, dtype=np.float64)  # (N, 4, 4)
-    # the pairing into two g* -> b b̄ splittings with the smallest sum of pair masses
-    pair_mass = np.stack(
-        [_mass(b[:, s[0]] + b[:, s[1]]) + _mass(b[:, s[2]] + b[:, s[3]]) for s in _PAIR_SPLITS], axis=1
-    )  # (N, 3)
-    order = _PAIR_SPLITS[np.argmin(pair_mass, axis=1)]  # (N, 4)
-    quarks = np.take_along_axis(b, order[..., None], axis=1)  # (N, 4, 4): pair A, pair B
-    pt = np.hypot(quarks[..., 1], quarks[..., 2])
-    for first in (0, 2):  # higher-pT parton of each pair is the b (first slot)
-        swap = pt[:, first + 1] > pt[:, first]
-        quarks[swap, first : first + 2] = quarks[swap, first : first + 2][:, ::-1]
+    if partons.b_pdg is not None:
+        quarks = _pairs_by_charge(b, np.asarray(partons.b_pdg))
+    else:
+        # the pairing into two g* -> b b̄ splittings with the smallest sum of pair masses
+        pair_mass = np.stack(
+            [_mass(b[:, s[0]] + b[:, s[1]]) + _mass(b[:, s[2]] + b[:, s[3]]) for s in _PAIR_SPLITS], axis=1
+        )  # (N, 3)
+        order = _PAIR_SPLITS[np.argmin(pair_mass, axis=1)]  # (N, 4)
+        quarks = np.take_along_axis(b, order[..., None], axis=1)  # (N, 4, 4): pair A, pair B
+        pt = np.hypot(quarks[..., 1], quarks[..., 2])
+        for first in (0, 2):  # higher-pT parton of each pair is the b (first slot)
+            swap = pt[:, first + 1] > pt[:, first]
+            quarks[swap, first : first + 2] = quarks[swap, first : first + 2][:, ::-1]
     e1, e2, x1, x2 = _incoming(quarks, e_beam)
     zeros = np.zeros(n)
     p_in1 = np.stack([e1, zeros, zeros, e1], axis=1)
