@@ -25,7 +25,7 @@ import numpy as np
 __all__ = ["GeneratorCuts", "PairChannel", "PtChannel", "PERMUTATIONS", "passes_cuts"]
 
 PERMUTATIONS = np.array([[0, 1, 2, 3], [2, 1, 0, 3], [0, 3, 2, 1], [2, 3, 0, 1]])  # of (b1, b̄1, b2, b̄2)
-N_DIM, N_MAPPED = 10, 5
+N_DIM = N_MAPPED = 10  # all ten variables can be adapted (and inverted)
 
 
 @dataclass(frozen=True)
@@ -96,16 +96,31 @@ def _boost(p: np.ndarray, beta: np.ndarray) -> np.ndarray:
     return np.concatenate([e[:, None], vec], axis=1)
 
 
-def _decay(parent: np.ndarray, m_parent: np.ndarray, m: float, cos_t, phi) -> tuple[np.ndarray, np.ndarray]:
-    """Two-body decay of (N, 4) `parent` into two mass-m daughters at (θ, φ) about the parent's flight
-    direction (helicity frame, azimuth from ẑ × n̂). Returns the lab momenta (N, 4) of both."""
+def _helicity_axes(parent: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n̂, ê₁, ê₂) (N, 3) each: the parent's flight direction and two axes perpendicular to it (ê₁ ∝ ẑ × n̂)."""
     vec = parent[:, 1:]
     n = vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-300)  # (N, 3)
     e1 = np.cross(np.array([0.0, 0.0, 1.0]), n)
     small = np.linalg.norm(e1, axis=1) < 1e-12
     e1[small] = np.array([1.0, 0.0, 0.0])
     e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
-    e2 = np.cross(n, e1)
+    return n, e1, np.cross(n, e1)
+
+
+def _decay_angles(parent: np.ndarray, daughter: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of `_decay`: (cosθ, φ ∈ [0, 2π)) of `daughter` (N, 4) in the `parent` (N, 4) rest frame."""
+    n, e1, e2 = _helicity_axes(parent)
+    rest = _boost(daughter, -parent[:, 1:] / parent[:, :1])
+    d = rest[:, 1:] / np.maximum(np.linalg.norm(rest[:, 1:], axis=1, keepdims=True), 1e-300)
+    cos_t = np.clip((d * n).sum(axis=1), -1.0, 1.0)
+    return cos_t, np.mod(np.arctan2((d * e2).sum(axis=1), (d * e1).sum(axis=1)), 2 * np.pi)
+
+
+def _decay(parent: np.ndarray, m_parent: np.ndarray, m: float, cos_t, phi) -> tuple[np.ndarray, np.ndarray]:
+    """Two-body decay of (N, 4) `parent` into two mass-m daughters at (θ, φ) about the parent's flight
+    direction (helicity frame, azimuth from ẑ × n̂). Returns the lab momenta (N, 4) of both."""
+    vec = parent[:, 1:]
+    n, e1, e2 = _helicity_axes(parent)
     sin_t = np.sqrt(np.maximum(1 - cos_t**2, 0.0))
     d = cos_t[:, None] * n + sin_t[:, None] * (np.cos(phi)[:, None] * e1 + np.sin(phi)[:, None] * e2)
     k = 0.5 * np.sqrt(np.maximum(m_parent**2 - 4 * m * m, 0.0))
@@ -187,10 +202,8 @@ class PairChannel:
         return b, sqrt_tau * np.exp(y), sqrt_tau * np.exp(-y), jac
 
     def mapped_of(self, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The five mapped unit variables (N, 5) of (N, 4, 4) b momenta and the jacobian (N,) there.
-
-        The inverse of `momenta` on its first five variables (the jacobian does not depend on the other
-        five); points the channel cannot reach get jacobian 0."""
+        """The ten unit variables (N, 10) of (N, 4, 4) b momenta and the jacobian (N,) there: the inverse
+        of `momenta`; points the channel cannot reach get jacobian 0."""
         total = b.sum(axis=1)  # (N, 4)
         shat = _mass2(total)
         tau = shat / self.s
@@ -212,9 +225,15 @@ class PairChannel:
                     np.log(m12_2 / self.m_lo**2) / np.log(hi12**2 / self.m_lo**2),
                     np.log(m34_2 / self.m_lo**2) / np.log(hi34**2 / self.m_lo**2),
                     np.zeros_like(tau),
+                    np.mod(np.arctan2(q12[:, 2], q12[:, 1]), 2 * np.pi) / (2 * np.pi),
+                    *(np.zeros_like(tau) for _ in range(4)),
                 ],
                 axis=1,
             )
+            cm = _boost_z(b, -y[:, None])  # (N, 4, 4) in the CM frame
+            for col, (parent, daughter) in ((6, (cm[:, 0] + cm[:, 1], cm[:, 0])), (8, (cm[:, 2] + cm[:, 3], cm[:, 2]))):
+                cos_d, phi_d = _decay_angles(parent, daughter)
+                u[:, col], u[:, col + 1] = 0.5 * (cos_d + 1), phi_d / (2 * np.pi)
             u[:, 4], dcos = _cos_inverse(cos_t, self._production_a(w, p_star))
             dm12 = m12_2 * np.log(hi12**2 / self.m_lo**2)
             dm34 = m34_2 * np.log(hi34**2 / self.m_lo**2)

@@ -132,7 +132,7 @@ def check_background_model(model: str) -> str:
     return model
 
 
-def _background_info(model: str, sqrt_s_tev: float) -> dict[str, Any]:
+def _background_info(model: str, sqrt_s_tev: float, shower: str) -> dict[str, Any]:
     """What the background generator's σ after its generator cuts is, with its MC error (fb)."""
     if model == "exact":
         from dataclasses import asdict
@@ -140,6 +140,8 @@ def _background_info(model: str, sqrt_s_tev: float) -> dict[str, Any]:
         from spanet2.generate.exact_background import DEFAULT_CUTS, survey
 
         s = survey(float(sqrt_s_tev))  # computed (or loaded) once here, before any worker starts
+        if shower == "fast":
+            survey(float(sqrt_s_tev), select="four_tag")  # the grid of the detector-first path
         return {
             "background_model": model,
             "sigma_generator_cuts_fb": s.sigma_fb,
@@ -201,11 +203,11 @@ def _run_exact_chunk(task: _ChunkTask, rng: np.random.Generator) -> tuple[dict[s
     four-tag cut before the matrix element (exact_background.generate_selected_background); the
     passing events' index is their trial index, so the writer's weight bookkeeping is unchanged."""
     from spanet2.generate.detector import fast_detector
-    from spanet2.generate.exact_background import generate_selected_background
+    from spanet2.generate.exact_background import four_tag_selection, generate_selected_background
 
     events, index = [], []
     for partons, jets, trial in generate_selected_background(
-        task.n_partons, sqrt_s_tev=task.sqrt_s_tev, rng=rng, detector=fast_detector, select=four_tag_mask
+        task.n_partons, sqrt_s_tev=task.sqrt_s_tev, rng=rng, detector=fast_detector, select=four_tag_selection
     ):
         kappa_input = rng.choice(np.asarray(task.kappa_inputs, dtype=np.float64), size=len(partons))
         events.append(finalize_events(jets, partons, kappa_input=kappa_input, max_jets=task.max_jets, rng=rng))
@@ -277,7 +279,7 @@ def produce_sample(
     background_info = {}
     if process == "background":
         check_background_model(background_model)
-        background_info = _background_info(background_model, sqrt_s_tev)
+        background_info = _background_info(background_model, sqrt_s_tev, shower)
     if workers < 1:
         raise InputError("--workers", None, f"expected at least 1 worker, got {workers}")
     if max_jets < 4:

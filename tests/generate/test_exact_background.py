@@ -47,7 +47,7 @@ def test_pair_channel_inverts_its_mapped_variables_and_builds_on_shell_momenta()
     np.testing.assert_allclose(total[:, 0] - total[:, 3], x2[ok] * SQRT_S, rtol=1e-9)
     np.testing.assert_allclose(total[:, 1:3], 0.0, atol=1e-6)
     back, jac_back = channel.mapped_of(b[ok])
-    np.testing.assert_allclose(back, u[ok, :5], atol=1e-6)
+    np.testing.assert_allclose(back, u[ok], atol=1e-6)
     np.testing.assert_allclose(jac_back, jac[ok], rtol=1e-6)
     # a relabelled event is reached by the channel too (it is just another point)
     _, jac_perm = channel.mapped_of(b[ok][:, PERMUTATIONS[1]])
@@ -73,18 +73,19 @@ def test_massless_four_body_volume_matches_the_analytic_formula():
 
 def test_the_two_channels_integrate_the_same_function():
     """Pair channel (with its b-label multichannel) and pT channel alone give one ∫ h dτ dy dΦ₄ Θ(cuts)."""
-    setup = E._Setup(13.0, E.DEFAULT_CUTS, "madgraph")
-    channels = (PairChannel(SQRT_S, 4.7, E.DEFAULT_CUTS), PtChannel(SQRT_S, 4.7, E.DEFAULT_CUTS))
+    cuts = GeneratorCuts(30.0, 2.5, 0.4)  # where the pT channel alone is not hopeless
+    setup = E._Setup(13.0, cuts, "madgraph")
+    channels = (PairChannel(SQRT_S, 4.7, cuts), PtChannel(SQRT_S, 4.7, cuts))
     amap = E._vegas_map(None)
     rng = np.random.default_rng(3)
-    n = 300_000
+    n = 400_000
     estimates = {}
     for alpha in (1.0, 0.0):
         ps = E._phase_space(setup, channels, amap, alpha, rng.random((n, E.N_UNIT)))
         shat = ps["x1"] * ps["x2"] * SQRT_S**2
         h = np.exp(-shat / 400.0**2) / shat**2  # smooth, falls like the PDFs
         values = np.zeros(n)
-        values[ps["k"]] = h / ps["density"]
+        values[ps["k"]] = h / E._densities(ps, slice(None))[0]
         estimates[alpha] = (values.mean(), values.std() / math.sqrt(n))
     (a, ea), (b, eb) = estimates[1.0], estimates[0.0]
     assert abs(a - b) < 4 * math.hypot(ea, eb)
@@ -156,7 +157,7 @@ def survey13():
 
 def test_survey_sigma_and_its_error(survey13):
     s = survey13
-    assert 1.5e5 < s.sigma_fb < 4e5  # fb at pT > 25 GeV, |η| < 2.5, ΔR > 0.3 (measured 2.63e5)
+    assert 4.0e5 < s.sigma_fb < 6.3e5  # fb at pT > 25 GeV, |η| < 2.5 (measured 4.94e5; the note's 6.29e5)
     assert 0 < s.sigma_err_fb < 0.01 * s.sigma_fb
     assert 0.005 < s.efficiency < 0.5 and 0.05 <= s.alpha <= 0.95
     assert E.survey(13.0) is s  # cached
@@ -192,7 +193,7 @@ def test_selecting_before_the_matrix_element_gives_the_same_four_tag_sigma(surve
         [
             p.weight
             for p, jets, _ in E.generate_selected_background(
-                n_trials, sqrt_s_tev=13.0, rng=rng, detector=fast_detector, select=four_tag_mask
+                n_trials, sqrt_s_tev=13.0, rng=rng, detector=fast_detector, select=E.four_tag_selection
             )
         ]
     )
@@ -220,11 +221,11 @@ def test_writer_records_sigma_and_model(tmp_path, run_cli):
         weights = h5["WEIGHTS/weight"][()]
     assert attrs["background_model"] == "exact"
     sample = json.loads(attrs["samples"])[0]
-    assert sample["background_model"] == "exact" and sample["generator_cuts"]["min_pt"] == 25.0
+    assert sample["background_model"] == "exact" and sample["generator_cuts"]["min_pt"] == E.DEFAULT_CUTS.min_pt
     assert sample["sigma_generator_cuts_err_fb"] > 0
     # Σ weight = σ × four-tag efficiency, and the recorded pass rate is that ratio
     assert weights.sum() == pytest.approx(sample["efficiency"] * sample["sigma_generator_cuts_fb"], rel=1e-9)
-    assert 0.003 < sample["efficiency"] < 0.05
+    assert 0.004 < sample["efficiency"] < 0.02  # σ_4tag / σ(generator cuts), measured ≈ 0.0097 (note 0.0096)
 
 
 def test_approx_model_stays_selectable_and_bad_model_is_one_line(tmp_path, run_cli):
