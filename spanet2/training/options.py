@@ -238,7 +238,21 @@ def _coerce(key: str, value: Any, file: object | None) -> Any:
         return float(value)
     if not isinstance(value, str):
         raise ConfigError(file, key, f"expected a string, got {value!r}")
-    return value
+    return _canonical_choice(key, value)
+
+
+def _spelling(name: str) -> str:
+    return name.lower().replace("_", "").replace(" ", "")
+
+
+def _canonical_choice(key: str, value: str) -> str:
+    """Upstream reads activation, block, normalisation and masking names case-blind with '_' and spaces
+    dropped ('gelu', 'layer_norm', 'Norm First'); map such a spelling to our one name of that choice."""
+    choices = _CHOICES.get(key)
+    if choices is None or value in choices:
+        return value
+    matches = [c for c in choices if _spelling(c) == _spelling(value)]
+    return matches[0] if len(matches) == 1 else value
 
 
 def options_from_dict(values: dict[str, Any], *, file: object | None = None) -> Options:

@@ -226,3 +226,35 @@ def test_writer_runs_the_pythia_shower():
     sample = produce_sample("signal", 3, sqrt_s_tev=13.0, seed=4, kappa=5.0, shower="pythia", chunk_size=150)
     assert sample.n_events == 3
     assert sample.events["INPUTS/Source/btag"].sum(1).min() >= 4
+
+
+def test_exact_background_records_keep_each_b_identity_and_shower():
+    """The exact generator's charges (b_pdg) reach the Les Houches records: each event is [b, b̄, b, b̄] with
+    the lighter of the two b–b̄ pairings, the ids match the generated charges, and Pythia showers them."""
+    import importlib.util
+
+    if importlib.util.find_spec("pyamplicol") is None:
+        pytest.skip("needs the [exact] extra (pyamplicol)")
+    from spanet2.generate.exact_background import generate_exact_background_partons
+    from spanet2.generate.pythia.records import _background_records
+
+    partons = generate_exact_background_partons(40, sqrt_s_tev=13.0, rng=np.random.default_rng(12))
+    rec = _background_records(partons, 6500.0)
+    np.testing.assert_array_equal(rec.ids[:, 2:], np.tile([5, -5, 5, -5], (40, 1)))
+    # every record's b's are the generated b's (as a set per event), likewise the b̄'s
+    for i in range(40):
+        for sign in (5, -5):
+            want = np.sort(partons.b[i][partons.b_pdg[i] == sign][:, 0])
+            got = np.sort(rec.p4[i, 2:][rec.ids[i, 2:] == sign][:, 0])
+            np.testing.assert_allclose(got, want, rtol=1e-12)
+
+    def mass(p):
+        return np.sqrt(np.maximum(p[..., 0] ** 2 - (p[..., 1:] ** 2).sum(-1), 0))
+
+    q = rec.p4[:, 2:]
+    chosen = mass(q[:, 0] + q[:, 1]) + mass(q[:, 2] + q[:, 3])
+    other = mass(q[:, 0] + q[:, 3]) + mass(q[:, 2] + q[:, 1])
+    assert (chosen <= other + 1e-9).all()
+    block = shower_block(partons, 29, PythiaSettings(mpi=False))
+    assert not block.failed.any()
+    assert ((block.flavour == 5).sum(1) >= 2).mean() > 0.6

@@ -205,3 +205,22 @@ def test_shipped_configs(recwarn):
     old = load_options(CONFIGS / "spanet1_defaults.json")
     assert (old.hidden_dim, old.learning_rate, old.num_attention_heads) == (128, 0.0007, 8)
     assert not [w for w in recwarn if "unknown option" in str(w.message)]
+
+
+def test_choice_names_are_read_as_upstream_spells_them(tmp_path):
+    """Upstream lower-cases names and drops '_' and spaces (create_activation, its block factories): the
+    note's own options file says "linear_activation": "gelu"."""
+    import json
+
+    from spanet2.training.options import load_options
+
+    path = tmp_path / "upstream.json"
+    path.write_text(json.dumps({"linear_activation": "gelu", "transformer_activation": "GELU",
+                                "normalization": "layer_norm", "linear_block_type": "resnet",
+                                "transformer_type": "Norm First", "masking": "multiplicative"}))  # fmt: skip
+    opts = load_options(path)
+    assert (opts.linear_activation, opts.transformer_activation, opts.normalization) == ("GELU", "gelu", "LayerNorm")
+    assert (opts.linear_block_type, opts.transformer_type, opts.masking) == ("Resnet", "NormFirst", "Multiplicative")
+    path.write_text(json.dumps({"linear_activation": "swish"}))
+    with pytest.raises(ConfigError, match="linear_activation.*swish"):
+        load_options(path)
