@@ -19,6 +19,7 @@ at pT > 25 GeV, |η| < 2.5 (means ± σ of the mean), and a figure.
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 
 import numpy as np
@@ -28,24 +29,32 @@ from spanet2.generate.writer import produce_sample
 NOTE_EVENTS = 90_000
 
 
+def _cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def _rates(events: int, workers: list[int]) -> None:
     produce_sample("background", 50, sqrt_s_tev=13.0, seed=11)  # warm-up: artifacts, survey (cached after)
     produce_sample("background", 50, sqrt_s_tev=13.0, seed=11, background_model="approx")
     for w in workers:
         rate = {}
         for model in ("exact", "approx"):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), _cpu_seconds()
             sample = produce_sample(
                 "background", events, sqrt_s_tev=13.0, seed=12, workers=w, background_model=model
             )
-            seconds = time.perf_counter() - start
+            seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
             rate[model] = sample.n_events / seconds
+            per_cpu = sample.n_events / max(cpu, 1e-9)
             print(
-                f"{model:6s} workers={w}: {sample.n_events} four-tag events in {seconds:.1f} s -> "
-                f"{rate[model]:.1f} events/s (four-tag pass rate {sample.info['efficiency']:.4g}); "
-                f"{NOTE_EVENTS:,} events would take {NOTE_EVENTS / rate[model] / 60:.1f} min"
+                f"{model:6s} workers={w}: {sample.n_events} four-tag events in {seconds:.1f} s wall, {cpu:.1f} "
+                f"CPU-s -> {rate[model]:.1f} events/s, {per_cpu:.1f} per CPU-s (four-tag pass rate "
+                f"{sample.info['efficiency']:.4g}); {NOTE_EVENTS:,} events on 2 free cores: "
+                f"{NOTE_EVENTS / (2 * per_cpu) / 60:.1f} min"
             )
-        print(f"workers={w}: exact / approx = {rate['exact'] / rate['approx']:.3f}")
+        print(f"workers={w}: exact / approx = {rate['exact'] / rate['approx']:.3f} (wall)")
 
 
 def _sum_and_error(x: np.ndarray, trials: int) -> tuple[float, float]:
@@ -58,10 +67,16 @@ def _cuts(trials: int) -> None:
     """One sample at the loosened cuts; the change is the σ of its events outside the default cuts (the
     slice 20–25 GeV / ΔR 0.2–0.3), divided by the σ inside them — both from the same events."""
     from spanet2.generate.detector import fast_detector
-    from spanet2.generate.exact_background import DEFAULT_CUTS, four_tag_selection, generate_selected_background
+    from spanet2.generate.exact_background import (
+        DEFAULT_CUTS,
+        four_tag_selection,
+        generate_selected_background,
+    )
     from spanet2.generate.phase_space import GeneratorCuts, passes_cuts
 
-    loose = GeneratorCuts(DEFAULT_CUTS.min_pt - 5.0, DEFAULT_CUTS.max_eta, max(DEFAULT_CUTS.min_dr - 0.1, 0.0))
+    loose = GeneratorCuts(
+        DEFAULT_CUTS.min_pt - 5.0, DEFAULT_CUTS.max_eta, max(DEFAULT_CUTS.min_dr - 0.1, 0.0)
+    )
     start = time.perf_counter()
     weights, inside = [], []
     for partons, _, _ in generate_selected_background(
@@ -123,7 +138,9 @@ def _compare(n: int, plot: str | None) -> None:
     from spanet2.generate.background import generate_background_partons
     from spanet2.generate.exact_background import generate_exact_background_partons
 
-    exact = generate_exact_background_partons(n, sqrt_s_tev=13.0, rng=np.random.default_rng(51), cuts=_note_cuts())
+    exact = generate_exact_background_partons(
+        n, sqrt_s_tev=13.0, rng=np.random.default_rng(51), cuts=_note_cuts()
+    )
     approx = generate_background_partons(n, sqrt_s_tev=13.0, rng=np.random.default_rng(52))
     obs = {"exact": _observables(exact.b), "approx": _observables(approx.b)}
     weights = {"exact": exact.weight, "approx": approx.weight}
@@ -154,8 +171,14 @@ def _compare(n: int, plot: str | None) -> None:
                 h, _ = np.histogram(obs[model][key], edges, weights=w)
                 e = np.sqrt(np.histogram(obs[model][key], edges, weights=w**2)[0])
                 centres = 0.5 * (edges[1:] + edges[:-1])
-                ax.errorbar(centres, h / np.diff(edges), e / np.diff(edges), drawstyle="steps-mid", ls=style,
-                            label=f"{model} (LO 2→4)" if model == "exact" else "approx (2→2 + splittings)")
+                ax.errorbar(
+                    centres,
+                    h / np.diff(edges),
+                    e / np.diff(edges),
+                    drawstyle="steps-mid",
+                    ls=style,
+                    label=f"{model} (LO 2→4)" if model == "exact" else "approx (2→2 + splittings)",
+                )
             ax.set_xlabel(label)
             ax.set_yscale("log" if key != "dr_min" else "linear")
         axes[0].set_ylabel("normalised density")
@@ -169,7 +192,11 @@ def _compare(n: int, plot: str | None) -> None:
 def _note_pass_rate(trials: int) -> None:
     """σ_4tag / σ at the note's generator cuts (pT > 25, |η| < 2.5, no ΔR), both from the exact generator."""
     from spanet2.generate.detector import fast_detector
-    from spanet2.generate.exact_background import exact_cross_section, four_tag_selection, generate_selected_background
+    from spanet2.generate.exact_background import (
+        exact_cross_section,
+        four_tag_selection,
+        generate_selected_background,
+    )
 
     cuts = _note_cuts()
     w = np.concatenate([p.weight for p, _, _ in generate_selected_background(
@@ -178,8 +205,10 @@ def _note_pass_rate(trials: int) -> None:
     s4, e4 = _sum_and_error(w, trials)
     s, e = exact_cross_section(13.0, cuts)
     rate, err = s4 / s, np.hypot(e4 / s, s4 * e / s**2)
-    print(f"four-tag σ at the note's generator cuts: {s4:.1f} ± {e4:.1f} fb; pass rate {rate:.5f} ± {err:.5f} "
-          f"(note: 0.0096; approximate model: 0.0066)")
+    print(
+        f"four-tag σ at the note's generator cuts: {s4:.1f} ± {e4:.1f} fb; pass rate {rate:.5f} ± {err:.5f} "
+        f"(note: 0.0096; approximate model: 0.0066)"
+    )
 
 
 def main() -> None:

@@ -36,7 +36,6 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
@@ -528,7 +527,9 @@ def generate_selected_background(
         jets = detector(_probe(ps, sqrt_s_tev), rng)
         sel = np.flatnonzero(select(jets))
         w, flavours, mu = _weigh(setup, ps, sel)
-        keep = rng.random(len(sel)) < np.minimum(w / s.w_ref, 1.0) if s.w_ref > 0 else np.zeros(len(sel), bool)
+        keep = (
+            rng.random(len(sel)) < np.minimum(w / s.w_ref, 1.0) if s.w_ref > 0 else np.zeros(len(sel), bool)
+        )
         rows = sel[keep]
         weight = np.maximum(w[keep], s.w_ref) / n_trials
         partons = _partons(ps, rows, w[keep], flavours[keep], mu[keep], weight, sqrt_s_tev, rng)

@@ -231,7 +231,10 @@ class PairChannel:
                 axis=1,
             )
             cm = _boost_z(b, -y[:, None])  # (N, 4, 4) in the CM frame
-            for col, (parent, daughter) in ((6, (cm[:, 0] + cm[:, 1], cm[:, 0])), (8, (cm[:, 2] + cm[:, 3], cm[:, 2]))):
+            for col, (parent, daughter) in (
+                (6, (cm[:, 0] + cm[:, 1], cm[:, 0])),
+                (8, (cm[:, 2] + cm[:, 3], cm[:, 2])),
+            ):
                 cos_d, phi_d = _decay_angles(parent, daughter)
                 u[:, col], u[:, col + 1] = 0.5 * (cos_d + 1), phi_d / (2 * np.pi)
             u[:, 4], dcos = _cos_inverse(cos_t, self._production_a(w, p_star))

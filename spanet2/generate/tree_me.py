@@ -199,7 +199,6 @@ def _generate(name: str, model: Path, out: Path) -> None:
     )
 
 
-
 class TreeMatrixElement:
     """|M|² of one generated process; `__call__` takes (N, 6, 4) momenta (E, px, py, pz) in GeV."""
 

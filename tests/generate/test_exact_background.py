@@ -109,7 +109,10 @@ def test_passes_cuts_applies_each_cut():
         pts, etas, phis = map(np.asarray, (pts, etas, phis))
         mt = np.sqrt(pts**2 + m**2)
         e = np.sqrt((pts * np.cosh(etas)) ** 2 + m**2)
-        return np.stack([e, pts * np.cos(phis), pts * np.sin(phis), pts * np.sinh(etas)], -1)[None] + 0 * mt[None, :, None]
+        return (
+            np.stack([e, pts * np.cos(phis), pts * np.sin(phis), pts * np.sinh(etas)], -1)[None]
+            + 0 * mt[None, :, None]
+        )
 
     cuts = GeneratorCuts(25.0, 2.5, 0.3)
     good = event([50, 40, 30, 26], [0, 1, -1, 2], [0, 1, 2, 3])
@@ -124,9 +127,13 @@ def test_passes_cuts_applies_each_cut():
 def test_core_scale_clusters_collinear_pairs_and_never_merges_two_b():
     # two back-to-back b b̄ pairs, each collinear: the core is gg → gg, μ = m_T of the clustered pairs
     def p4(pt, eta, phi, m=4.7):
-        return np.array([np.sqrt((pt * np.cosh(eta)) ** 2 + m**2), pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)])
+        return np.array(
+            [np.sqrt((pt * np.cosh(eta)) ** 2 + m**2), pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)]
+        )
 
-    b = np.stack([p4(60, 0.3, 0.0), p4(40, 0.35, 0.05), p4(70, -0.5, np.pi), p4(30, -0.45, np.pi + 0.04)])[None]
+    b = np.stack([p4(60, 0.3, 0.0), p4(40, 0.35, 0.05), p4(70, -0.5, np.pi), p4(30, -0.45, np.pi + 0.04)])[
+        None
+    ]
     pdg = np.array([[5, -5, 5, -5]])
     mu = E.core_scale(b, pdg)
     pair_a, pair_b = b[0, 0] + b[0, 1], b[0, 2] + b[0, 3]
@@ -221,7 +228,9 @@ def test_writer_records_sigma_and_model(tmp_path, run_cli):
         weights = h5["WEIGHTS/weight"][()]
     assert attrs["background_model"] == "exact"
     sample = json.loads(attrs["samples"])[0]
-    assert sample["background_model"] == "exact" and sample["generator_cuts"]["min_pt"] == E.DEFAULT_CUTS.min_pt
+    assert (
+        sample["background_model"] == "exact" and sample["generator_cuts"]["min_pt"] == E.DEFAULT_CUTS.min_pt
+    )
     assert sample["sigma_generator_cuts_err_fb"] > 0
     # Σ weight = σ × four-tag efficiency, and the recorded pass rate is that ratio
     assert weights.sum() == pytest.approx(sample["efficiency"] * sample["sigma_generator_cuts_fb"], rel=1e-9)
@@ -231,10 +240,20 @@ def test_writer_records_sigma_and_model(tmp_path, run_cli):
 def test_approx_model_stays_selectable_and_bad_model_is_one_line(tmp_path, run_cli):
     out = tmp_path / "approx.h5"
     rc, stdout, err = run_cli(
-        "generate", "background", "--events", 20, "--background-model", "approx", "--output", out, "--no-progress"
+        "generate",
+        "background",
+        "--events",
+        20,
+        "--background-model",
+        "approx",
+        "--output",
+        out,
+        "--no-progress",
     )
     assert rc == 0, err and "(approx)" in stdout
-    rc, _, err = run_cli("generate", "background", "--events", 20, "--background-model", "magic", "--output", out)
+    rc, _, err = run_cli(
+        "generate", "background", "--events", 20, "--background-model", "magic", "--output", out
+    )
     assert rc == 2 and "magic" in err
 
 
