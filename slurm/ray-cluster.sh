@@ -61,6 +61,8 @@ ray_auth_token_setup() {
     path=$(ray_token_path)
     if [[ -s "$path" ]]; then
         origin="existing"
+        chmod 600 "$path" && chmod 700 "$(dirname "$path")" \
+            || { echo "ray: cannot make the auth token $path private" >&2; return 1; }
     else
         origin="generated"
         (

@@ -6,6 +6,8 @@ import contextlib
 import json
 import logging
 import os
+import secrets
+import shutil
 import socket
 import sys
 import tempfile
@@ -18,7 +20,15 @@ from typing import Any
 
 from spanet2.errors import InputError
 
-__all__ = ["RaySession", "auth_token", "dashboard_get", "node_identity", "ray_session", "tunnel_command"]
+__all__ = [
+    "RaySession",
+    "auth_token",
+    "dashboard_get",
+    "ensure_private_token",
+    "node_identity",
+    "ray_session",
+    "tunnel_command",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +49,34 @@ def auth_token() -> str | None:
     token = os.environ.get("RAY_AUTH_TOKEN")
     if token:
         return token.strip()
-    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    path = _token_path()
     try:
         return path.read_text().strip() or None
     except OSError:
         return None
+
+
+def _token_path() -> Path:
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+
+
+def ensure_private_token() -> Path | None:
+    """Make Ray's token file private before Ray can create it world-readable: create it (32 random bytes,
+    hex) mode 0600 in a 0700 folder when missing, and fix the modes of an existing one. Returns its path,
+    or None when the token comes from RAY_AUTH_TOKEN (nothing on disk)."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return None
+    path = _token_path()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.parent.stat().st_uid == os.getuid():
+        os.chmod(path.parent, 0o700)
+    if not path.exists() or not path.read_text().strip():
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # created 0600
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+        os.replace(tmp, path)
+    os.chmod(path, 0o600)
+    return path
 
 
 def node_identity() -> dict[str, str]:
@@ -101,9 +134,11 @@ def _set_auth_mode() -> str:
 
 
 def _short_temp_dir() -> str:
-    # Ray's Unix sockets live under the temp dir; their paths must stay < 108 characters.
+    """A private folder for Ray's session files: Ray makes its temp dir mode 0777, so it lives inside a
+    0700 folder of ours (removed with it at the end). Ray's Unix sockets live under it: paths < 108 chars."""
     base = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
-    return tempfile.mkdtemp(prefix="rs2_", dir=base)
+    private = tempfile.mkdtemp(prefix="rs2_", dir=base)  # mode 0700
+    return os.path.join(private, "r")
 
 
 @contextlib.contextmanager
@@ -127,7 +162,8 @@ def ray_session(
     if ray.is_initialized():  # a caller (test, notebook) already attached us: use that, leave it running
         yield _describe(ray, started_here=False)
         return
-    _set_auth_mode()  # a local Ray creates ~/.ray/auth_token in token mode; a client must send it
+    if _set_auth_mode() == "token":
+        ensure_private_token()  # ours, 0600 in 0700, before Ray would write one 0644
     if address:
         try:
             context = ray.init(address=address, log_to_driver=False)
@@ -136,12 +172,13 @@ def ray_session(
         started = False
         dashboard_url = getattr(context, "dashboard_url", None) or os.environ.get("RAY_DASHBOARD_URL")
     else:
+        temp_dir = _short_temp_dir()
         kwargs: dict[str, Any] = {
             "num_cpus": num_cpus,
             "num_gpus": num_gpus,
             "include_dashboard": dashboard,
             "dashboard_host": "127.0.0.1",
-            "_temp_dir": _short_temp_dir(),
+            "_temp_dir": temp_dir,
             "log_to_driver": False,
             "configure_logging": False,
         }
@@ -163,6 +200,8 @@ def ray_session(
     finally:
         if started or address:
             ray.shutdown()
+        if started:  # the session folder (sockets, logs) is this process's own: private and removed at exit
+            shutil.rmtree(os.path.dirname(temp_dir), ignore_errors=True)
 
 
 def _describe(ray: Any, *, started_here: bool, dashboard_url: str | None = None) -> RaySession:

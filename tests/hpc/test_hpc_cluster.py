@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import urllib.error
 from pathlib import Path
 
@@ -24,6 +25,7 @@ def test_public_api():
         "RaySession",
         "auth_token",
         "dashboard_get",
+        "ensure_private_token",
         "node_identity",
         "ray_session",
         "tunnel_command",
@@ -38,6 +40,52 @@ def test_auth_token_precedence(tmp_path, monkeypatch):
     assert auth_token() == "from-file"
     monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
     assert auth_token() == "from-env"
+
+
+def test_token_is_created_private_and_an_existing_one_is_made_private(tmp_path, monkeypatch):
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    path = tmp_path / "ray" / "auth_token"
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(path))
+    assert cluster.ensure_private_token() == path
+    token = path.read_text().strip()
+    assert len(token) == 64 and (path.stat().st_mode & 0o777) == 0o600
+    assert (path.parent.stat().st_mode & 0o777) == 0o700
+    os.chmod(path, 0o644)
+    os.chmod(path.parent, 0o755)
+    cluster.ensure_private_token()
+    assert path.read_text().strip() == token  # kept, only its mode fixed
+    assert (path.stat().st_mode & 0o777) == 0o600 and (path.parent.stat().st_mode & 0o777) == 0o700
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
+    assert cluster.ensure_private_token() is None
+
+
+_SESSION_SCRIPT = """
+import json, sys
+from pathlib import Path
+import ray
+from spanet2.hpc.cluster import ray_session
+with ray_session(num_cpus=1, dashboard=False):
+    temp = Path(ray._private.worker._global_node.get_temp_dir_path())
+    inside = {"exists": temp.exists(), "parent_mode": temp.parent.stat().st_mode & 0o777}
+print(json.dumps({**inside, "temp": str(temp), "removed": not temp.parent.exists()}))
+"""
+
+
+def test_local_session_keeps_the_token_private_and_removes_its_temp_folder(tmp_path):
+    """In a fresh process (a second local Ray in one process after the first's folder is gone hangs Ray)."""
+    pytest.importorskip("ray")
+    path = tmp_path / "home_ray" / "auth_token"
+    path.parent.mkdir(mode=0o755)
+    path.write_text("f" * 64 + "\n")
+    os.chmod(path, 0o644)  # as Ray itself writes it
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_ADDRESS")}
+    env["RAY_AUTH_TOKEN_PATH"] = str(path)
+    out = subprocess.run([sys.executable, "-c", _SESSION_SCRIPT], env=env, capture_output=True, text=True,
+                         timeout=240, check=True)  # fmt: skip
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["exists"] and result["parent_mode"] == 0o700  # Ray's own folder is 0777, ours 0700
+    assert result["removed"] and (path.stat().st_mode & 0o777) == 0o600
+    assert path.read_text().strip() == "f" * 64  # the existing token is kept
 
 
 def test_tunnel_command_forwards_the_loopback_port():
