@@ -23,7 +23,7 @@ What is computed (MadGraph's ``p p > b b~ b b~`` in its default ``sm``, 4-flavou
 Generator cuts (`DEFAULT_CUTS`): the note's MadGraph sample's, pT^b > 25 GeV, |η^b| < 2.5, no ΔR cut
 (the b mass regulates g → bb̄), so the sample is the note's process definition. They are not "invisible"
 to the four-tag cut: through the fast detector's initial-state heavy-flavour jets and wide-angle FSR an
-event with one soft b can still carry four tags, and loosening the pT cut to 20 GeV adds 8 % to the
+event with one soft b can still carry four tags, and loosening the pT cut to 20 GeV adds 3.9 ± 0.3 % to the
 four-tag σ (docs/background.md) — events the note's sample lacks as well.
 """
 

@@ -410,10 +410,23 @@ def _scaling(raw: Any, file: Path) -> ScalingConfig:
     )
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _plain_name(name: Any, file: Path, key: str) -> str:
+    """A name that becomes a folder under the study's output: letters, digits, '_', '.', '-', no path."""
+    if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(
+            file, key, f"expected a plain name (letters, digits, '_', '.', '-'; not a path), got {name!r}"
+        )
+    return name
+
+
 def _tune(raw: Any, file: Path) -> dict[str, TuneConfig]:
     tune = {}
     for name, spec in _mapping(raw or {}, file, "tune").items():
         key = f"tune.{name}"
+        _plain_name(name, file, key)
         s = _mapping(spec, file, key, _keys(TuneConfig), ("config",))
         counts = {
             k: _count(s[k], file, f"{key}.{k}")

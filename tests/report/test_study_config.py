@@ -135,6 +135,13 @@ def test_values_and_defaults(tmp_path):
         ),
         (lambda c: c.update(tune={"s": {"config": "configs/tune/nope.yaml"}}), "tune.s.config", "not found"),
         (lambda c: c["data"].update(event_file="configs/events/nope.yaml"), "data.event_file", "not found"),
+        (
+            lambda c: c.update(tune={"/some/abs/dir": {"config": "configs/tune/spanet2.yaml"}}),
+            "tune./some/abs/dir",
+            "plain name",
+        ),
+        (lambda c: c.update(tune={"..": {"config": "configs/tune/spanet2.yaml"}}), "tune...", "plain name"),
+        (lambda c: c["data"].update(background_model="nlo"), "data.background_model", "exact"),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path, mutate, key, words):
