@@ -31,10 +31,14 @@ def check_writable(path: str | os.PathLike) -> Path:
 def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling path; on success rename it to `path`, on failure remove it.
 
-    Works for files and for directories (Zarr stores, log dirs). An existing `path` is replaced only
-    after the new one is complete.
+    Works for files and for directories (Zarr stores, log dirs). An existing `path` of the same kind is
+    replaced only after the new one is complete; one of the other kind (a folder where a file is written,
+    or the reverse) is never deleted: InputError before anything is written.
     """
     final = check_writable(path)
+    if final.exists() and final.is_dir() != is_dir:
+        found, wanted = ("a folder", "a file") if final.is_dir() else ("a file", "a folder")
+        raise InputError(final, None, f"exists as {found}, but the output is {wanted}; choose another path")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
