@@ -375,11 +375,26 @@ def _models(raw: Any, file: Path) -> dict[str, ModelConfig]:
             raise ConfigError(file, f"models.{name}", "expected a mapping with an 'options' file")
         overrides = {k: v for k, v in spec.items() if k != "options"}
         _mapping(overrides, file, f"models.{name}", model_kind(name).option_names())  # the option names
-        models[name] = ModelConfig(_file(spec["options"], file, f"models.{name}.options"), overrides)
+        options = _file(spec["options"], file, f"models.{name}.options")
+        _check_override_values(name, options, overrides, file)
+        models[name] = ModelConfig(options, overrides)
     missing = set(REQUIRED_MODELS) - set(models)
     if missing:
         raise ConfigError(file, "models", f"the study needs at least {sorted(missing)}")
     return models
+
+
+def _check_override_values(name: str, options: Path, overrides: dict[str, Any], file: Path) -> None:
+    """The overrides applied to the options file, checked now (not when the stage runs): a bad value is one
+    ConfigError naming the study config and `models.<name>.<key>`."""
+    base = model_kind(name).load_options(options)
+    try:
+        dataclasses.replace(base, **overrides)
+    except ConfigError as exc:
+        key = exc.key if exc.key in overrides else next(iter(overrides), None)
+        raise ConfigError(file, f"models.{name}.{key}" if key else f"models.{name}", exc.message) from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(file, f"models.{name}", f"bad option value: {exc}") from None
 
 
 def _repeats(raw: Any, file: Path, models: Collection[str]) -> RepeatsConfig:

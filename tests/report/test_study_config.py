@@ -142,6 +142,7 @@ def test_values_and_defaults(tmp_path):
         ),
         (lambda c: c.update(tune={"..": {"config": "configs/tune/spanet2.yaml"}}), "tune...", "plain name"),
         (lambda c: c["data"].update(background_model="nlo"), "data.background_model", "exact"),
+        (lambda c: c["models"]["spanet2"].update(hidden_dim=0), "models.spanet2.hidden_dim", "positive"),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path, mutate, key, words):
