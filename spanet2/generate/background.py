@@ -12,8 +12,8 @@ The model (a leading-log approximation of the LO 2→4 process; what it does and
   multiply the event weight. g* → bb̄ decays with the angular law of P_qg(z) = T_R[z² + (1 − z)²] in the
   collinear limit (1 + cos²θ* in the g* rest frame); b* → b g* with the gluon energy fraction drawn
   from P_gq(z) = C_F[1 + (1 − z)²]/z (z ≥ 0.05).
-- Generator cuts on the four b partons: pT > 25 GeV, |η| < 2.5 (PHYSICS.md §5).
-- Normalisation: at 13 TeV the sample is scaled to the LO 2→4 cross section 6.29×10⁵ fb (PHYSICS.md §5);
+- Generator cuts on the four b partons: pT > 25 GeV, |η| < 2.5 (docs/physics.md §5).
+- Normalisation: at 13 TeV the sample is scaled to the LO 2→4 cross section 6.29×10⁵ fb (docs/physics.md §5);
   other energies are scaled by this model's own σ(√s)/σ(13 TeV), computed once with a fixed-seed
   Monte Carlo. Only the shapes and the energy dependence come from the model.
 - Not included: interference between topologies, flavour-excitation (gb → gb) and initial-state
@@ -43,7 +43,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SIGMA_4B_13TEV_FB = 6.29e5  # LO pp → bb̄bb̄, pT^b > 25 GeV, |η^b| < 2.5 (PHYSICS.md §5)
+SIGMA_4B_13TEV_FB = 6.29e5  # LO pp → bb̄bb̄, pT^b > 25 GeV, |η^b| < 2.5 (docs/physics.md §5)
 GEN_MIN_PT = 25.0
 GEN_MAX_ETA = 2.5
 GEV2_TO_FB = 0.3893794e12  # 1 GeV⁻² in fb

@@ -15,7 +15,7 @@ Delphes electrons / muons (already isolated by the card) with pT > 10 GeV are co
 ``Jet.BTag``; truth flavour from ``Jet.Flavor``.
 
 Not available from a Delphes file and therefore not written: ``WEIGHTS/kappa_terms`` (the per-event κλ
-decomposition; morph between files instead, PHYSICS.md §7). Weights are ``cross_section_fb / N_read``
+decomposition; morph between files instead, docs/physics.md §7). Weights are ``cross_section_fb / N_read``
 per event (Σ over the written events = σ × selection efficiency) when a cross section is given, else
 ``1 / N_read`` (then Σ = the efficiency; the file's ``weights_normalisation`` attribute says so).
 """

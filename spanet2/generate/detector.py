@@ -5,11 +5,11 @@ authors' CMS-style Delphes card would see them, to the accuracy of a parametrise
 
 - b-jet response: semileptonic b decays (20 %) lose a neutrino energy fraction ~ Beta(1.5, 6)
   (mean 0.2); every jet loses an out-of-cone fraction ~ Exp(mean 0.05) capped at 0.6 — mean b response
-  ≈ 0.91 with a low tail (PHYSICS.md §8). Light/c jets get the out-of-cone loss only.
+  ≈ 0.91 with a low tail (docs/physics.md §8). Light/c jets get the out-of-cone loss only.
 - energy resolution σ_E = √((0.05 E)² + 1.5² E) (the CMS card); jet direction vs parton smeared by
   σ(η) = σ(φ) = √(0.03² + (1.4/√(E/GeV))²) — an *effective* parton–jet angular spread (showering,
   hadronisation, soft FSR; 0.14 at 100 GeV) tuned so the truth-matching losses reproduce the note's
-  2h/1h fractions (PHYSICS.md §8).
+  2h/1h fractions (docs/physics.md §8).
 - final-state radiation: each b quark emits with probability 0.3 a hard gluon (z ~ P_gq on [0.05, 0.95],
   angle ~ dθ/θ on [0.2, 1.5] × √(100 GeV/E), the fixed-kT scaling); beyond ΔR 0.4 it is a separate
   jet and the b jet axis moves away from the quark (1h events), besides merging and acceptance.
@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DetectorParameters:
-    """Free parameters of the fast detector (defaults tuned to PHYSICS.md §8; see the module docstring)."""
+    """Free parameters of the fast detector (defaults tuned to docs/physics.md §8; see the module docstring)."""
 
     jet_radius: float = 0.4
     jet_min_pt: float = 20.0

@@ -23,7 +23,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FOUR_TAG_MIN_PT = 40.0  # GeV (PHYSICS.md §1)
+FOUR_TAG_MIN_PT = 40.0  # GeV (docs/physics.md §1)
 FOUR_TAG_MAX_ETA = 2.5
 MATCH_DR = 0.4
 

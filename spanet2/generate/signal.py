@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 M_B = 4.7  # GeV, b-quark mass used in H → bb̄ (massive decay kinematics)
 # μ_R = μ_F choices: "ht_half" = H_T/2 = Σ m_T(H)/2 = √(m_h² + p_T²) (MadGraph's default dynamical scale
 # for this process; with it and b loops, σ(κλ)/σ(1) matches the authors' LO MadGraph table to < 0.5 %),
-# "mhh_half" = m_HH / 2 (PHYSICS.md §6).
+# "mhh_half" = m_HH / 2 (docs/physics.md §6).
 SCALE_CHOICES = ("ht_half", "mhh_half")
 DEFAULT_SCALE = "ht_half"
 _BATCH = 200_000  # proposals per vectorised batch

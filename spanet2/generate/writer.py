@@ -7,7 +7,7 @@ order until enough events pass the four-tag cut, so a seed gives the same file f
 Resume: every finished sample (one κλ point, or the background) is kept under a hidden ``.partial``
 folder next to the output until all files are written; a rerun with the same options picks them up.
 
-Weights (INTERFACES.md): every chunk's parton weights sum to the sample's σ (× BR, × generator-cut
+Weights: every chunk's parton weights sum to the sample's σ (× BR, × generator-cut
 efficiency); a file built from the first N_used generated events rescales them by n_chunk / N_used,
 so Σ weight over the file = σ × selection efficiency. A file mixing K κλ points divides weights and
 kappa_terms by K; a sample split into train/test is rescaled so each file alone represents the full σ.

@@ -1,4 +1,4 @@
-"""The DNN baseline's high-level observables (PHYSICS.md §4) from any jet pairing, vectorised over events."""
+"""The DNN baseline's high-level observables (docs/physics.md §4) from any jet pairing, vectorised over events."""
 
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def high_level_features(
     n_electrons: np.ndarray | None = None,
     n_muons: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The high-level observables of PHYSICS.md §4 from a pairing.
+    """The high-level observables of docs/physics.md §4 from a pairing.
 
     pt, eta, phi, mass, btag: (N, J) jets (GeV, rad); pairing: (N, 4) jet indices [h1 j1, h1 j2, h2 j1, h2 j2]
     from any method (−1 = missing); mask: (N, J) bool real jets (default: all). met, met_phi (N,) GeV, rad;

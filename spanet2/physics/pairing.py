@@ -1,4 +1,4 @@
-"""The min-ΔR jet pairing baseline (PHYSICS.md §3), vectorised over events."""
+"""The min-ΔR jet pairing baseline (docs/physics.md §3), vectorised over events."""
 
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MASS_RANGE_GEV = (0.0, 250.0)
-MHH_EDGES_GEV = np.linspace(200.0, 1000.0, 11)  # PHYSICS.md §9: 10 bins over 200–1000 GeV
+MHH_EDGES_GEV = np.linspace(200.0, 1000.0, 11)  # docs/physics.md §9: 10 bins over 200–1000 GeV
 _COLOURS = ("#3f90da", "#ffa90e", "#bd1f01", "#94a4a2", "#832db6", "#a96b59")
 
 

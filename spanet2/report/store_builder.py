@@ -223,7 +223,7 @@ def build_store(
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Write the event store (DESIGN.md contract) for the inputs and methods; return a summary.
+    """Write the event store (the contract of events/store.py) for the inputs and methods; return a summary.
 
     Per sample and event: `weight` (fb), `kappa_terms` (N, 3) fb (signal, when the file has them), `label`
     int8, `n_jets` int16 (real jets in the file), `kappa_input` float32 (NaN when absent), `targets` (N, 4)

@@ -99,7 +99,7 @@ class KappaLikelihood:
     def twice_nll(self, kappa: np.ndarray | float) -> np.ndarray:
         """−2 ln L(κλ) up to a constant, nuisance parameters profiled. (K,) for κλ of shape (K,).
 
-        Without nuisances: 2 Σ_i [ν_i − n_i ln ν_i] with ν = s(κλ) + b (PHYSICS.md §9). With them a pyhf
+        Without nuisances: 2 Σ_i [ν_i − n_i ln ν_i] with ν = s(κλ) + b (docs/physics.md §9). With them a pyhf
         fit at μ = 1 per κλ profiles them (`twice_nll_pyhf`; constants differ from the closed form).
         """
         kappa = np.atleast_1d(np.asarray(kappa, dtype=np.float64))

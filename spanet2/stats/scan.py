@@ -119,7 +119,7 @@ def _scale_factors(config: ScanConfig, info: dict) -> tuple[np.ndarray, dict]:
     if spec.generated_curve == "store":
         gen = info["signal_attrs"].get("sigma_terms_fb")
         if gen is None:
-            # the embedded generator reproduces LO MadGraph σ(κλ) (PHYSICS.md §6): its curve at the store's √s
+            # the embedded generator reproduces LO MadGraph σ(κλ) (docs/physics.md §6): its curve at the store's √s
             source = f"lo_madgraph_{int(round(store_sqrt_s))}"
             logger.info("signal sample has no sigma_terms_fb attribute: generated σ(κλ) taken as %s", source)
             if round(store_sqrt_s) not in (13, 14):

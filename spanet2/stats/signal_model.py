@@ -24,7 +24,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# σ(gg → HH)(κλ) = a0 + a1 κλ + a2 κλ² in fb (PHYSICS.md §5) come from the physics layer. The LO MadGraph
+# σ(gg → HH)(κλ) = a0 + a1 κλ + a2 κλ² in fb (docs/physics.md §5) come from the physics layer. The LO MadGraph
 # curves ("lo_madgraph_13/14") are least-squares quadratics through the authors' LO points (their generator,
 # which ours reproduces): the "as generated" σ(κλ) when a store does not record its own.
 REFERENCE_CURVES: dict[str, tuple[float, float, float]] = dict(xsec.CURVES)
@@ -37,7 +37,7 @@ SM_SIGMA_RATIO_14_OVER_13 = xsec.SM_14_OVER_13
 def morphing_matrix(sample_kappas: Sequence[float]) -> np.ndarray:
     """(3, K) matrix M with terms = M @ samples: exact for K = 3 (Lagrange), least squares for K > 3.
 
-    Rows of the design matrix are [1, k_i, k_i²] (PHYSICS.md §7). Raises ValueError for fewer than 3
+    Rows of the design matrix are [1, k_i, k_i²] (docs/physics.md §7). Raises ValueError for fewer than 3
     distinct κλ values.
     """
     kappas = np.asarray(sample_kappas, dtype=np.float64)

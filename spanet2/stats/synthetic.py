@@ -17,8 +17,8 @@ __all__ = ["MethodQuality", "write_analytic_store"]
 logger = logging.getLogger(__name__)
 
 M_THRESHOLD = 250.0  # GeV, 2 m_h
-KAPPA_AT_MINIMUM = 2.4  # the LO σ(κλ) minimum (PHYSICS.md §6)
-SIGNAL_FB_AFTER_CUTS = 0.577  # SM σ × BR(4b) after the four-tag cut at 13 TeV (PHYSICS.md §5)
+KAPPA_AT_MINIMUM = 2.4  # the LO σ(κλ) minimum (docs/physics.md §6)
+SIGNAL_FB_AFTER_CUTS = 0.577  # SM σ × BR(4b) after the four-tag cut at 13 TeV (docs/physics.md §5)
 BACKGROUND_FB_AFTER_CUTS = 6.06e3  # QCD 4b after the four-tag cut at 13 TeV
 
 
@@ -75,7 +75,7 @@ def write_analytic_store(
     batch_size: int | None = None,
     pairing: bool = True,
 ) -> None:
-    """Write a Zarr event store (INTERFACES.md layout) with an analytic signal and background.
+    """Write a Zarr event store (the layout of events/store.py) with an analytic signal and background.
 
     Signal "signal": per-event kappa_terms (N, 3) fb whose m_HH dependence follows box/triangle
     amplitudes (w(κλ) = (A_box + κλ A_tri)² ≥ 0), Σ w(1) = 0.577 fb; attribute sigma_terms_fb = the

@@ -34,7 +34,7 @@ _VERSION_RE = re.compile(r"^version_(\d+)$")
 
 @dataclass(frozen=True)
 class RunDir:
-    """Paths inside one run directory (DESIGN.md "Log directory")."""
+    """Paths inside one run directory (the layout upstream SPANet writes: version_<n>/, checkpoints/, options)."""
 
     path: Path
 

@@ -84,7 +84,7 @@ def higgs_correct(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
 def assignment_table(
     pred: np.ndarray, target: np.ndarray, n_jets: np.ndarray, *, n_total: int | None = None
 ) -> AssignmentTable:
-    """The note's assignment table (PHYSICS.md §2) over 2h events.
+    """The note's assignment table (docs/physics.md §2) over 2h events.
 
     pred, target: (N, 4) jet indices [h1b1, h1b2, h2b1, h2b2] (−1 = none); n_jets: (N,) real jets
     (global inputs not counted); n_total: the number of test events the fractions are relative to

@@ -63,7 +63,7 @@ def predict(
     event_file: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Write the predictions HDF5 (INTERFACES.md) for `input_file`, chunk by chunk, atomically.
+    """Write the predictions HDF5 (events/layout.py) for `input_file`, chunk by chunk, atomically.
 
     Output: the input's INPUTS and extra groups (WEIGHTS, TRUTH, GLOBAL_EXTRA, ...) copied;
     `TARGETS/<p>/<d>` predicted jet indices (int64, −1 none, symmetric daughters ascending);

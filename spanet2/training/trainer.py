@@ -124,7 +124,7 @@ def train(
     epoch_callback: EpochCallback | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train SPANet2 and write `<log_dir>/<name>/version_<n>/` (DESIGN.md "Log directory").
+    """Train SPANet2 and write `<log_dir>/<name>/version_<n>/` (training/logdir.py).
 
     Arguments override the matching options (event_info_file, training_file, validation_file, seed, engine).
     `checkpoint`: a `checkpoints/last.pt` to resume from; training continues at the next epoch, in the same
