@@ -76,7 +76,7 @@ if [[ -n "${SLURM_JOB_ID:-}" ]]; then
     HOST=127.0.0.1
     if [[ $NNODES -gt 1 ]]; then
         [[ -n "${SPANET2_SCAN_TMP:-}" ]] || echo "scan.sh: warning: several nodes and no SPANET2_SCAN_TMP: the workers need the TLS credentials on a shared file system" >&2
-        HOST=$(srun --overlap --nodes=1 --ntasks=1 -w "$HEAD" hostname -i | awk '{print $1}')
+        HOST=$(srun --overlap --nodes=1 --ntasks=1 --cpus-per-task=1 -w "$HEAD" hostname -i | awk '{print $1}')
     fi
     WORKDIR=${SPANET2_SCAN_TMP:-${TMPDIR:-/tmp}}/spanet2-dask-$SLURM_JOB_ID
     mkdir -p "$WORKDIR"
@@ -87,7 +87,8 @@ if [[ -n "${SLURM_JOB_ID:-}" ]]; then
     "$(dirname "$(command -v spanet2)")/python" -m spanet2.stats.security "$TLS_DIR" >/dev/null
     TLS=(--tls-ca-file "$TLS_DIR/ca.pem" --tls-cert "$TLS_DIR/cert.pem" --tls-key "$TLS_DIR/key.pem")
     echo "scan.sh: job $SLURM_JOB_ID on $SLURM_JOB_NODELIST: Dask scheduler tls://$HOST:$PORT (TLS), dashboard 127.0.0.1:$DASHBOARD"
-    srun --overlap --nodes=1 --ntasks=1 -w "$HEAD" \
+    # srun steps inherit no --cpus-per-task from the job on SLURM >= 22.05: every step asks for its own
+    srun --overlap --nodes=1 --ntasks=1 --cpus-per-task=1 -w "$HEAD" \
         dask scheduler --protocol tls --host "$HOST" --port "$PORT" "${TLS[@]}" \
         --dashboard-address "127.0.0.1:$DASHBOARD" \
         --scheduler-file "$SCHEDULER_FILE" >"$WORKDIR/scheduler.log" 2>&1 &
@@ -97,7 +98,7 @@ if [[ -n "${SLURM_JOB_ID:-}" ]]; then
         sleep 0.5
     done
     [[ -s $SCHEDULER_FILE ]] || { echo "scan.sh: the Dask scheduler did not start (see $WORKDIR/scheduler.log)" >&2; exit 1; }
-    srun --overlap --nodes="$NNODES" --ntasks-per-node=1 \
+    srun --overlap --nodes="$NNODES" --ntasks-per-node=1 --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" \
         dask worker "tls://$HOST:$PORT" "${TLS[@]}" --nworkers "${SLURM_CPUS_PER_TASK:-1}" --nthreads 1 \
         --local-directory "$WORKDIR" --no-dashboard >"$WORKDIR/workers.log" 2>&1 &
     STEP_PIDS+=($!)

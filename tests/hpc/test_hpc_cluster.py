@@ -144,6 +144,19 @@ def test_every_ray_srun_step_asks_for_its_cpus():
     assert 'step_res+=(--gpus-per-task="$gpus")' in text  # and GPUs when the job has them
 
 
+def test_every_dask_srun_step_asks_for_its_cpus():
+    """The same for the Dask scan script: the worker step sizes itself to the job's --cpus-per-task, so its
+    --nworkers processes get a core each instead of sharing the step's one CPU."""
+    text = (REPO / "slurm" / "scan.sh").read_text()
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if "srun --" in line and not line.lstrip().startswith("#")]
+    assert len(starts) == 3, starts  # head address, scheduler, workers
+    for i in starts:
+        assert "--cpus-per-task" in lines[i], lines[i]
+    worker = next(lines[i] for i in starts if "dask worker" in lines[i + 1])
+    assert '--cpus-per-task="${SLURM_CPUS_PER_TASK:-1}"' in worker
+
+
 def test_local_session_sets_token_auth_explicitly(monkeypatch):
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     assert cluster._set_auth_mode() == "token" and os.environ["RAY_AUTH_MODE"] == "token"
