@@ -45,6 +45,7 @@ def write_credentials(directory: str | os.PathLike) -> Path:
     for name, text in contents.items():
         tmp = folder / f".{name}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # O_CREAT keeps the mode of a stale temporary file from an interrupted run
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
         os.replace(tmp, folder / name)

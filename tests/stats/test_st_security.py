@@ -141,3 +141,15 @@ def test_client_without_the_credentials_is_refused(tls_scheduler):
     with pytest.raises(InputError, match="no ca.pem"):
         with dask_client(str(sched_file), tls_dir=tls.parent / "elsewhere"):
             pass
+
+
+def test_a_stale_world_readable_temporary_does_not_leave_the_key_readable(tmp_path):
+    folder = tmp_path / "tls"
+    folder.mkdir()
+    stale = folder / ".key.pem.tmp"
+    stale.write_text("left over by a killed run")
+    stale.chmod(0o644)
+    write_credentials(folder)
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        assert ((folder / name).stat().st_mode & 0o777) == 0o600, name
+    assert not stale.exists()
