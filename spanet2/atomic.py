@@ -36,6 +36,8 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
     or the reverse) is never deleted: InputError before anything is written.
     """
     final = check_writable(path)
+    if final.is_symlink():
+        raise InputError(final, None, "is a symbolic link; remove the link or write to its target")
     if final.exists() and final.is_dir() != is_dir:
         found, wanted = ("a folder", "a file") if final.is_dir() else ("a file", "a folder")
         raise InputError(final, None, f"exists as {found}, but the output is {wanted}; choose another path")
@@ -50,9 +52,13 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
     except BaseException:
         _remove(tmp)
         raise
-    if final.exists() and final.is_dir() and not final.is_symlink():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    try:
+        if final.exists() and final.is_dir():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except OSError as exc:
+        _remove(tmp)
+        raise InputError(final, None, f"cannot replace it: {exc.strerror}") from None
 
 
 def _remove(p: Path) -> None:

@@ -62,3 +62,26 @@ def test_cli_output_over_a_folder_is_exit_2_and_keeps_the_folder(tmp_path, run_c
     )
     assert rc == 2 and "exists as a folder" in err and "Traceback" not in err
     assert (folder / "keep.txt").read_text() == "keep"
+
+
+def test_a_symlinked_output_is_refused_and_nothing_is_left_behind(tmp_path):
+    target = tmp_path / "real_configs"
+    target.mkdir()
+    (target / "mine.yaml").write_text("keep")
+    link = tmp_path / "configs"
+    link.symlink_to(target)
+    with pytest.raises(InputError, match="symbolic link"):
+        with atomic_path(link, is_dir=True) as tmp:
+            (tmp / "x").write_text("new")
+    assert (target / "mine.yaml").read_text() == "keep" and link.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["configs", "real_configs"]
+
+
+def test_init_force_over_a_symlinked_configs_is_one_line(tmp_path, run_cli):
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (tmp_path / "tour").mkdir()
+    (tmp_path / "tour" / "configs").symlink_to(target)
+    rc, _, err = run_cli("init", tmp_path / "tour", "--force")
+    assert rc == 2 and "symbolic link" in err and "Traceback" not in err
+    assert not [p for p in (tmp_path / "tour").iterdir() if p.name.startswith(".")]
