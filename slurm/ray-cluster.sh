@@ -131,16 +131,24 @@ ray_cluster_start() {
         local temp_dir=$temp_base
         if ((slot > 0)); then temp_dir=${temp_base}_$slot; fi
         if ((i == 0)); then
-            srun --overlap --nodes=1 --ntasks=1 "${step_res[@]}" -w "$node" \
-                ray start --head --block --node-ip-address="$head_ip" --port="$RAY_GCS_PORT" \
-                --num-cpus="$cpus" --num-gpus="$gpus" --include-dashboard=true --dashboard-host=127.0.0.1 \
-                --dashboard-port="$RAY_DASHBOARD_PORT" --ray-client-server-port="$RAY_CLIENT_PORT" \
-                "${RAY_NODE_PORT_ARGS[@]}" --temp-dir="$temp_dir" --disable-usage-stats &
-            RAY_STEP_PIDS+=($!)
-            if ! ray_cluster_wait 120; then
-                echo "ray: the head did not come up" >&2
-                return 1
-            fi
+            # a head whose GCS answers too slowly for Ray's own deadline (a loaded node) exits at once:
+            # start it once more before giving up
+            local attempt
+            for attempt in 1 2; do
+                srun --overlap --nodes=1 --ntasks=1 "${step_res[@]}" -w "$node" \
+                    ray start --head --block --node-ip-address="$head_ip" --port="$RAY_GCS_PORT" \
+                    --num-cpus="$cpus" --num-gpus="$gpus" --include-dashboard=true --dashboard-host=127.0.0.1 \
+                    --dashboard-port="$RAY_DASHBOARD_PORT" --ray-client-server-port="$RAY_CLIENT_PORT" \
+                    "${RAY_NODE_PORT_ARGS[@]}" --temp-dir="$temp_dir" --disable-usage-stats &
+                RAY_STEP_PIDS=($!)
+                if ray_cluster_wait 120; then break; fi
+                if ((attempt == 2)) || kill -0 "${RAY_STEP_PIDS[0]}" 2>/dev/null; then
+                    echo "ray: the head did not come up" >&2
+                    return 1
+                fi
+                echo "ray: the head step exited before its GCS answered; starting it again" >&2
+                sleep 5
+            done
             export RAY_DASHBOARD_URL="http://127.0.0.1:$RAY_DASHBOARD_PORT"
             ray_dashboard_wait 60 || echo "ray: the dashboard does not answer yet at $RAY_DASHBOARD_URL" >&2
         else
