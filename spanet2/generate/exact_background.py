@@ -32,13 +32,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
 
+from spanet2.atomic import atomic_path
 from spanet2.generate.partons import PartonEvents
 from spanet2.generate.pdf import alpha_s, default_pdf
 from spanet2.generate.phase_space import (
@@ -60,7 +59,6 @@ __all__ = [
     "generate_exact_background_partons",
     "generate_selected_background",
     "four_tag_selection",
-    "event_weights",
 ]
 
 logger = logging.getLogger(__name__)
@@ -385,20 +383,17 @@ def survey(
         float(np.minimum(w / w_ref, 1.0).mean()) if w_ref > 0 else 0.0,
         int(w.size),
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    np.savez(
-        tmp,
-        grid=result.grid,
-        alpha=result.alpha,
-        sigma=result.sigma_fb,
-        err=result.sigma_err_fb,
-        w_ref=result.w_ref,
-        eff=result.efficiency,
-        n=result.n_points,
-    )
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(
+            handle,
+            grid=result.grid,
+            alpha=result.alpha,
+            sigma=result.sigma_fb,
+            err=result.sigma_err_fb,
+            w_ref=result.w_ref,
+            eff=result.efficiency,
+            n=result.n_points,
+        )
     logger.info(
         "survey %g TeV: σ = %.4g ± %.2g fb, unweighting efficiency %.3g",
         sqrt_s_tev,
@@ -413,15 +408,6 @@ def exact_cross_section(sqrt_s_tev: float, cuts: GeneratorCuts = DEFAULT_CUTS, s
     """(σ, MC error) in fb of pp → bb̄bb̄ after the generator cuts (the survey's fresh sample)."""
     s = survey(float(sqrt_s_tev), cuts, scale)
     return s.sigma_fb, s.sigma_err_fb
-
-
-def event_weights(
-    n_points: int, sqrt_s_tev: float, rng: np.random.Generator, cuts=DEFAULT_CUTS, scale="madgraph"
-) -> np.ndarray:
-    """Weights (fb per trial) of `n_points` fresh trials on the survey's grid (for σ at other settings)."""
-    s = survey(float(sqrt_s_tev), cuts, scale)
-    setup = _Setup(float(sqrt_s_tev), cuts, scale)
-    return _trial(setup, setup.channels(), _vegas_map(s.grid), s.alpha, rng.random((n_points, N_UNIT)))["w"]
 
 
 def _partons(ps, rows, w, parts, mu, weight, sqrt_s_tev: float, rng: np.random.Generator) -> PartonEvents:
